@@ -1,0 +1,215 @@
+//! From weights to content-addressed chunks and back.
+//!
+//! [`Snapshot::build`] serializes [`FlatParams`] little-endian into one byte stream, cuts it
+//! into `chunk_size` pieces (the last may be shorter), hashes each piece (in parallel: the
+//! pieces are independent, so this is deterministic) and writes the [`Manifest`].
+//! [`assemble`] does the reverse and trusts nothing: it validates the manifest and checks every
+//! chunk's length and hash before decoding a single value.
+
+use crate::error::{AssembleError, EncodeError, LayoutError};
+use crate::id::{ChunkId, ManifestId};
+use crate::manifest::{Encoding, MANIFEST_FORMAT_VERSION, Manifest};
+use crate::params::FlatParams;
+use bytes::Bytes;
+use rayon::prelude::*;
+
+/// One chunk: its id and its bytes (a zero-copy slice of the snapshot's stream).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chunk {
+    /// blake3 of `data`.
+    pub id: ChunkId,
+    /// The bytes.
+    pub data: Bytes,
+}
+
+/// A model cut into chunks, with its manifest, the manifest's canonical bytes and its id.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// The manifest.
+    pub manifest: Manifest,
+    /// The manifest's canonical encoding (what peers are served and what `id` hashes).
+    pub manifest_bytes: Bytes,
+    /// blake3 of `manifest_bytes`.
+    pub id: ManifestId,
+    /// The chunks in stream order.
+    pub chunks: Vec<Chunk>,
+}
+
+/// Building a snapshot failed (a bad chunk size or a model over the limits).
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("chunk size {got} outside the allowed {min}..={max} bytes")]
+    ChunkSize { got: u32, min: u32, max: u32 },
+    #[error("model has {chunks} chunks at this chunk size, more than the limit of {max}")]
+    TooManyChunks { chunks: usize, max: usize },
+    #[error(transparent)]
+    Layout(#[from] LayoutError),
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
+}
+
+impl Snapshot {
+    /// Serializes, chunks and hashes a copy of `params` with `chunk_size`-byte chunks.
+    pub fn build(params: &FlatParams, chunk_size: u32) -> Result<Self, SnapshotError> {
+        Self::from_params(params.clone(), chunk_size)
+    }
+
+    /// Like [`Snapshot::build`], taking the parameters by value: their buffer becomes the
+    /// chunks' byte stream without a copy.
+    pub fn from_params(params: FlatParams, chunk_size: u32) -> Result<Self, SnapshotError> {
+        use crate::limits::{MAX_CHUNK_SIZE, MAX_CHUNKS_PER_MANIFEST, MIN_CHUNK_SIZE};
+        if !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&chunk_size) {
+            return Err(SnapshotError::ChunkSize {
+                got: chunk_size,
+                min: MIN_CHUNK_SIZE,
+                max: MAX_CHUNK_SIZE,
+            });
+        }
+        let tensors = params.layout().tensors().to_vec();
+        let stream = params.into_le_bytes();
+        let chunks = chunk_stream(&stream, chunk_size as usize);
+        if chunks.len() > MAX_CHUNKS_PER_MANIFEST {
+            return Err(SnapshotError::TooManyChunks {
+                chunks: chunks.len(),
+                max: MAX_CHUNKS_PER_MANIFEST,
+            });
+        }
+        let manifest = Manifest {
+            format_version: MANIFEST_FORMAT_VERSION,
+            encoding: Encoding::F32Le,
+            chunk_size,
+            total_len: stream.len() as u64,
+            tensors,
+            chunks: chunks.iter().map(|c| c.id).collect(),
+        };
+        let (bytes, id) = manifest.encode_with_id()?;
+        Ok(Self {
+            manifest,
+            manifest_bytes: Bytes::from(bytes),
+            id,
+            chunks,
+        })
+    }
+}
+
+/// Cuts `stream` into `chunk_size`-byte chunks and hashes them in parallel.
+pub fn chunk_stream(stream: &Bytes, chunk_size: usize) -> Vec<Chunk> {
+    let size = chunk_size.max(1);
+    let count = stream.len().div_ceil(size);
+    (0..count)
+        .into_par_iter()
+        .map(|i| {
+            let data = stream.slice(i * size..((i + 1) * size).min(stream.len()));
+            Chunk {
+                id: ChunkId::of(&data),
+                data,
+            }
+        })
+        .collect()
+}
+
+/// Rebuilds the weights a manifest names from its chunks (in manifest order), checking the
+/// manifest, then every chunk's length and hash, before decoding any value.
+pub fn assemble(manifest: &Manifest, chunks: &[Bytes]) -> Result<FlatParams, AssembleError> {
+    let layout = manifest.validate()?;
+    if chunks.len() != manifest.chunks.len() {
+        return Err(AssembleError::ChunkCount {
+            expected: manifest.chunks.len(),
+            got: chunks.len(),
+        });
+    }
+    for (index, (id, data)) in manifest.chunks.iter().zip(chunks).enumerate() {
+        let expected = manifest.chunk_len(index);
+        if data.len() as u64 != expected {
+            return Err(AssembleError::ChunkLength {
+                index,
+                id: *id,
+                expected,
+                got: data.len() as u64,
+            });
+        }
+    }
+    manifest
+        .chunks
+        .par_iter()
+        .zip(chunks)
+        .enumerate()
+        .try_for_each(|(index, (id, data))| {
+            id.verify(data).map_err(|actual| AssembleError::ChunkHash {
+                index,
+                expected: *id,
+                actual,
+            })
+        })?;
+    let mut values = Vec::with_capacity(layout.numel() as usize);
+    let mut carry = [0u8; 4];
+    let mut carried = 0usize;
+    for data in chunks {
+        let mut rest: &[u8] = data;
+        if carried > 0 {
+            let take = (4 - carried).min(rest.len());
+            carry[carried..carried + take].copy_from_slice(&rest[..take]);
+            carried += take;
+            rest = &rest[take..];
+            if carried == 4 {
+                values.push(f32::from_le_bytes(carry));
+                carried = 0;
+            }
+        }
+        let mut words = rest.chunks_exact(4);
+        values.extend(
+            words
+                .by_ref()
+                .map(|w| f32::from_le_bytes([w[0], w[1], w[2], w[3]])),
+        );
+        let tail = words.remainder();
+        if !tail.is_empty() {
+            carry[..tail.len()].copy_from_slice(tail);
+            carried = tail.len();
+        }
+    }
+    // total_len == layout.byte_len() was validated, so the values fill the layout exactly.
+    Ok(FlatParams::new(layout, values).map_err(crate::ManifestError::from)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tensor::TensorSpec;
+
+    fn params(n: u64) -> FlatParams {
+        let values = (0..n).map(|i| i as f32 * 0.25 - 3.0).collect();
+        FlatParams::from_named(vec![(TensorSpec::f32("w", &[n]), values)]).unwrap()
+    }
+
+    #[test]
+    fn round_trip_with_chunks_that_split_floats() {
+        // 70 bytes per chunk: floats straddle chunk boundaries.
+        let p = params(101);
+        let snap = Snapshot::build(&p, 70).unwrap();
+        assert_eq!(snap.chunks.len(), 404usize.div_ceil(70));
+        assert_eq!(snap.chunks.last().unwrap().data.len(), 404 % 70);
+        let data: Vec<Bytes> = snap.chunks.iter().map(|c| c.data.clone()).collect();
+        assert_eq!(assemble(&snap.manifest, &data).unwrap(), p);
+    }
+
+    #[test]
+    fn unchanged_regions_keep_their_chunk_ids() {
+        let p = params(1000);
+        let mut q = p.clone();
+        q.values_mut()[999] = 42.0;
+        let a = Snapshot::build(&p, 1024).unwrap();
+        let b = Snapshot::build(&q, 1024).unwrap();
+        assert_ne!(a.id, b.id);
+        assert_eq!(a.chunks[..3], b.chunks[..3]);
+        assert_ne!(a.chunks[3].id, b.chunks[3].id);
+    }
+
+    #[test]
+    fn bad_chunk_size_is_refused() {
+        assert!(matches!(
+            Snapshot::build(&params(4), 8),
+            Err(SnapshotError::ChunkSize { .. })
+        ));
+    }
+}

@@ -1,0 +1,47 @@
+//! # murmur-protocol
+//!
+//! Everything two murmur peers must agree on, and nothing else: no sockets, no clock, no
+//! async runtime, no global randomness. The same weights give the same bytes and the same
+//! [`ManifestId`] on every machine (pinned by `tests/golden.rs`).
+//!
+//! ## Layout
+//! - [`limits`]: every size limit, as a named constant with the reason for its number.
+//! - [`id`]: [`ChunkId`] and [`ManifestId`], 32-byte blake3 hashes.
+//! - [`tensor`]: [`TensorSpec`] and [`Layout`], the canonical (sorted by name) list of a
+//!   model's parameters.
+//! - [`params`]: [`FlatParams`], a layout plus its values in canonical order, flat.
+//! - [`manifest`]: [`Manifest`], which names a model: layout, encoding, chunk size and the
+//!   ordered chunk ids. Its id is the hash of its canonical encoding.
+//! - [`chunking`]: [`Snapshot::build`] turns [`FlatParams`] into a manifest and chunks;
+//!   [`assemble`] turns a manifest and chunks back into [`FlatParams`], verifying everything.
+//! - [`wire`]: the messages peers exchange: [`Announce`] over gossip, [`Request`] and
+//!   [`Response`] over request-response.
+//! - [`codec`]: the one place that turns messages into bytes and back, with a limit per kind.
+//!
+//! ## Data flow
+//! ```text
+//! FlatParams --Snapshot::build--> Manifest + [Chunk] --(announce id, serve bytes)--> peer
+//! peer: manifest bytes --codec::decode_manifest(expected id)--> Manifest
+//!       chunk bytes ----ChunkId::verify------------------------> assemble --> FlatParams
+//! ```
+//! The byte-level format is written down in `docs/protocol.md`.
+
+mod bounded;
+pub mod chunking;
+pub mod codec;
+pub mod error;
+pub mod id;
+pub mod limits;
+pub mod manifest;
+pub mod params;
+pub mod tensor;
+pub mod wire;
+
+pub use chunking::{Chunk, Snapshot, assemble};
+pub use codec::MessageKind;
+pub use error::{AssembleError, DecodeError, EncodeError, LayoutError, ManifestError};
+pub use id::{ChunkId, ManifestId};
+pub use manifest::{Encoding, Manifest};
+pub use params::FlatParams;
+pub use tensor::{DType, Layout, TensorSpec};
+pub use wire::{Announce, ChunkReply, MetricsSummary, Request, Response};

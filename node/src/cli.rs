@@ -20,9 +20,21 @@ pub struct Cli {
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Train one model on one machine (centrally, or on one peer's shard).
+    Train(crate::train::command::TrainArgs),
     /// Benchmarks that print ratios against a baseline measured in the same run.
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+impl Command {
+    /// The compute threads the command asked for (0 = one per core).
+    pub fn threads(&self) -> usize {
+        match self {
+            Command::Train(args) => args.threads,
+            Command::Bench(_) => 0,
+        }
+    }
 }
 
 /// The benchmarks.
@@ -35,6 +47,24 @@ pub enum BenchCommand {
 /// Runs the parsed command.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Train(args) => {
+            let report = crate::train::command::run(&args)?;
+            if args.json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                println!(
+                    "{} {} on {} examples: test accuracy {:.2}%, loss {:.4}, {:.1}s, {:.0} samples/s",
+                    report.dataset,
+                    report.model,
+                    report.train_samples,
+                    report.accuracy * 100.0,
+                    report.loss,
+                    report.seconds,
+                    report.samples_per_sec
+                );
+            }
+            Ok(())
+        }
         Command::Bench(BenchCommand::Chunking(args)) => {
             let report = bench::chunking::run(&args)?;
             report.print(args.json);

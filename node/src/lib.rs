@@ -6,10 +6,16 @@
 //! - [`cli`]: the command line (clap) and dispatch to each command.
 //! - [`logging`]: `tracing` setup: `RUST_LOG` filtering, text or JSON lines on stderr.
 //! - [`bench`]: benchmarks that print ratios against a baseline run in the same process.
+//! - [`data`]: datasets (built-in digits, IDX files) and their partition among peers.
+//! - [`model`]: the candle models and their parameters in canonical order.
+//! - [`train`]: a [`train::Trainer`] (model + optimizer + this peer's data) and `murmur train`.
 //!
-//! The network, training, averaging, store and HTTP API modules arrive with the features
-//! that need them; `docs/architecture.md` shows how data flows between them.
+//! The network, averaging, store and HTTP API modules arrive with the features that need
+//! them; `docs/architecture.md` shows how data flows between them.
 
 pub mod bench;
 pub mod cli;
+pub mod data;
 pub mod logging;
+pub mod model;
+pub mod train;

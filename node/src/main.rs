@@ -6,6 +6,17 @@ use murmur_node::cli::Cli;
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    let threads = cli.command.threads();
+    if threads > 0 {
+        // candle sizes both of its thread pools from RAYON_NUM_THREADS when they are first
+        // used, so the variable is set before anything else runs.
+        // SAFETY: only the main thread exists at this point; nothing reads the environment
+        // concurrently.
+        #[allow(unsafe_code)]
+        unsafe {
+            std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
+        }
+    }
     if let Err(err) = murmur_node::logging::init(cli.log_format) {
         eprintln!("murmur: cannot set up logging: {err:#}");
         return std::process::ExitCode::FAILURE;

@@ -1,0 +1,212 @@
+//! Local training: a [`Trainer`] owns one model, its optimizer and this peer's training data,
+//! and runs minibatch steps and evaluations. It knows nothing of the network: the node runs it
+//! on its own thread and talks to it through channels; `murmur train` runs it directly.
+//!
+//! Batches are drawn by a seeded shuffle per epoch, so a run is reproducible given its seed.
+
+pub mod command;
+pub mod optim;
+
+use crate::data::Split;
+use crate::model::{ModelError, ModelKind, Network};
+use candle_core::{Device, Tensor};
+use murmur_protocol::FlatParams;
+use optim::{Optim, OptimConfig};
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+
+/// Test examples per evaluation batch (memory stays small, matmuls stay large).
+const EVAL_BATCH: usize = 1_000;
+
+/// Everything that decides how a model is trained.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainConfig {
+    pub model: ModelKind,
+    pub optimizer: OptimConfig,
+    /// Examples per minibatch.
+    pub batch_size: usize,
+    /// Seeds the initial weights (shared by every peer of a network) and the batch order.
+    pub seed: u64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            model: ModelKind::Mlp {
+                hidden: crate::model::DEFAULT_MLP_HIDDEN.to_vec(),
+            },
+            optimizer: OptimConfig::default(),
+            batch_size: 50,
+            seed: 1,
+        }
+    }
+}
+
+/// Accuracy and mean loss on the test split.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Evaluation {
+    pub accuracy: f32,
+    pub loss: f32,
+}
+
+/// Training failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error("no training data: this peer's shard is empty")]
+    NoData,
+    #[error("batch size must be at least 1")]
+    BatchSize,
+    #[error("training diverged: loss is {loss} (lower the learning rate)")]
+    Diverged { loss: f32 },
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error("candle: {0}")]
+    Candle(#[from] candle_core::Error),
+}
+
+/// One model being trained on one peer's data.
+#[derive(Debug)]
+pub struct Trainer {
+    net: Network,
+    optim: Optim,
+    train: Split,
+    test: Split,
+    batch_size: usize,
+    rng: ChaCha8Rng,
+    /// This epoch's order of training examples, and how far into it we are.
+    order: Vec<usize>,
+    cursor: usize,
+    samples_seen: u64,
+}
+
+impl Trainer {
+    /// A fresh model (weights from `cfg.seed`) for data of `shape` (channels, height, width)
+    /// and `classes` labels.
+    pub fn new(
+        cfg: &TrainConfig,
+        shape: [usize; 3],
+        classes: usize,
+        train: Split,
+        test: Split,
+    ) -> Result<Self, TrainError> {
+        if train.len == 0 {
+            return Err(TrainError::NoData);
+        }
+        if cfg.batch_size == 0 {
+            return Err(TrainError::BatchSize);
+        }
+        let net = Network::new(cfg.model.clone(), shape, classes, cfg.seed)?;
+        let optim = Optim::new(&cfg.optimizer, net.vars())?;
+        // The batch order gets its own stream, apart from the weights' seed.
+        let rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x6D75_726D_7572_0001);
+        let order = (0..train.len).collect();
+        let mut trainer = Self {
+            net,
+            optim,
+            train,
+            test,
+            batch_size: cfg.batch_size,
+            rng,
+            order,
+            cursor: 0,
+            samples_seen: 0,
+        };
+        trainer.order.shuffle(&mut trainer.rng);
+        Ok(trainer)
+    }
+
+    /// The model.
+    pub fn network(&self) -> &Network {
+        &self.net
+    }
+
+    /// Training examples this trainer has stepped over so far.
+    pub fn samples_seen(&self) -> u64 {
+        self.samples_seen
+    }
+
+    /// Sets the sample counter (a node resuming from a checkpoint).
+    pub fn set_samples_seen(&mut self, samples: u64) {
+        self.samples_seen = samples;
+    }
+
+    /// Training examples on this peer.
+    pub fn train_len(&self) -> usize {
+        self.train.len
+    }
+
+    /// Minibatch steps in one pass over the training data.
+    pub fn steps_per_epoch(&self) -> usize {
+        self.train.len.div_ceil(self.batch_size)
+    }
+
+    fn batch(split: &Split, indices: &[usize]) -> candle_core::Result<(Tensor, Tensor)> {
+        let mut xs = Vec::with_capacity(indices.len() * split.dim);
+        let mut ys = Vec::with_capacity(indices.len());
+        for &i in indices {
+            xs.extend_from_slice(&split.features[i * split.dim..(i + 1) * split.dim]);
+            ys.push(u32::from(split.labels[i]));
+        }
+        let xs = Tensor::from_vec(xs, (indices.len(), split.dim), &Device::Cpu)?;
+        let ys = Tensor::from_vec(ys, indices.len(), &Device::Cpu)?;
+        Ok((xs, ys))
+    }
+
+    /// One minibatch step; returns its loss. A new shuffled epoch starts when one ends.
+    pub fn step(&mut self) -> Result<f32, TrainError> {
+        if self.cursor >= self.order.len() {
+            self.order.shuffle(&mut self.rng);
+            self.cursor = 0;
+        }
+        let end = (self.cursor + self.batch_size).min(self.order.len());
+        let (xs, ys) = Self::batch(&self.train, &self.order[self.cursor..end])?;
+        let loss = candle_nn::loss::cross_entropy(&self.net.forward(&xs)?, &ys)?;
+        self.optim.step(&loss.backward()?)?;
+        let value = loss.to_scalar::<f32>()?;
+        if !value.is_finite() {
+            return Err(TrainError::Diverged { loss: value });
+        }
+        self.samples_seen += (end - self.cursor) as u64;
+        self.cursor = end;
+        Ok(value)
+    }
+
+    /// Accuracy and mean cross-entropy on the test split.
+    pub fn evaluate(&self) -> Result<Evaluation, TrainError> {
+        let (mut correct, mut loss_sum) = (0u64, 0f64);
+        let all: Vec<usize> = (0..self.test.len).collect();
+        for indices in all.chunks(EVAL_BATCH) {
+            let (xs, ys) = Self::batch(&self.test, indices)?;
+            let logits = self.net.forward(&xs)?;
+            let loss = candle_nn::loss::cross_entropy(&logits, &ys)?.to_scalar::<f32>()?;
+            loss_sum += f64::from(loss) * indices.len() as f64;
+            let hits = logits
+                .argmax(1)?
+                .eq(&ys)?
+                .to_dtype(candle_core::DType::U32)?
+                .sum_all()?;
+            correct += u64::from(hits.to_scalar::<u32>()?);
+        }
+        let n = self.test.len.max(1) as f64;
+        Ok(Evaluation {
+            accuracy: (correct as f64 / n) as f32,
+            loss: (loss_sum / n) as f32,
+        })
+    }
+
+    /// The current weights.
+    pub fn export(&self) -> Result<FlatParams, TrainError> {
+        Ok(self.net.export()?)
+    }
+
+    /// Sets the optimizer's learning rate (schedules call this between steps).
+    pub fn set_lr(&mut self, lr: f64) {
+        self.optim.set_lr(lr);
+    }
+
+    /// Replaces the weights in place (after averaging); the optimizer state is kept.
+    pub fn import(&self, params: &FlatParams) -> Result<(), TrainError> {
+        Ok(self.net.import(params)?)
+    }
+}

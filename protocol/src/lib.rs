@@ -17,6 +17,8 @@
 //! - [`wire`]: the messages peers exchange: [`Announce`] over gossip, [`Request`] and
 //!   [`Response`] over request-response.
 //! - [`codec`]: the one place that turns messages into bytes and back, with a limit per kind.
+//! - [`projection`]: the fixed random projection of weights carried in announcements, and the
+//!   consensus distance estimated from projections.
 //!
 //! ## Data flow
 //! ```text
@@ -34,6 +36,7 @@ pub mod id;
 pub mod limits;
 pub mod manifest;
 pub mod params;
+pub mod projection;
 pub mod tensor;
 pub mod wire;
 

@@ -4,6 +4,13 @@
 use clap::Parser;
 use murmur_node::cli::Cli;
 
+/// Training allocates and frees tensors of tens of MB every step. With glibc's malloc every
+/// one of them came from a fresh mmap, so each step paid for zeroing new pages (a third of
+/// CNN training time, measured with perf); mimalloc reuses more of them. See
+/// docs/benchmarks.md.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let threads = cli.command.threads();

@@ -13,7 +13,7 @@
 use candle_core::{Result, Tensor};
 
 /// How the CNN computes convolutions.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum ConvImpl {
     /// Channels-last, patches gathered with views, one matmul per layer.
     #[default]

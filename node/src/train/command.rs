@@ -5,7 +5,7 @@
 use super::optim::{OptimConfig, OptimizerKind, Schedule};
 use super::{Evaluation, TrainConfig, Trainer};
 use crate::data::{self, DatasetName, Partition, ShardSpec};
-use crate::model::ModelKind;
+use crate::model::{ConvImpl, ModelKind};
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
@@ -58,6 +58,10 @@ pub struct TrainArgs {
     /// Compute threads (0 = one per core). Use 1 when several peers share a machine.
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// How the CNN computes convolutions: `im2col` (ours) or `candle` (candle's conv2d, for
+    /// comparison; its max-pool gradient is scaled by 1/4, see docs/benchmarks.md).
+    #[arg(long, value_enum, default_value_t = ConvImpl::Im2col, hide = true)]
+    pub conv: ConvImpl,
     /// Print the result as one JSON line, last on stdout.
     #[arg(long)]
     pub json: bool,
@@ -116,6 +120,7 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<TrainReport> {
         },
         batch_size: args.batch_size,
         seed: args.seed,
+        conv: args.conv,
     };
     let train_samples = train.len;
     let mut trainer = Trainer::new(

@@ -3,6 +3,7 @@
 
 use crate::bench;
 use crate::logging::LogFormat;
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 /// murmur: gossip-based decentralized learning over libp2p.
@@ -20,6 +21,10 @@ pub struct Cli {
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Write a commented peer.toml with every key at its default.
+    Init(crate::init::InitArgs),
+    /// Run one peer of a network (config file + flag overrides).
+    Run(crate::run::RunArgs),
     /// Train one model on one machine (centrally, or on one peer's shard).
     Train(crate::train::command::TrainArgs),
     /// Benchmarks that print ratios against a baseline measured in the same run.
@@ -32,6 +37,8 @@ impl Command {
     pub fn threads(&self) -> usize {
         match self {
             Command::Train(args) => args.threads,
+            Command::Run(args) => args.threads(),
+            Command::Init(_) => 0,
             Command::Bench(_) => 0,
         }
     }
@@ -47,6 +54,12 @@ pub enum BenchCommand {
 /// Runs the parsed command.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Init(args) => crate::init::run(&args),
+        Command::Run(args) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime")?
+            .block_on(crate::run::run(&args)),
         Command::Train(args) => {
             let report = crate::train::command::run(&args)?;
             if args.json {

@@ -13,9 +13,19 @@
 //! The network, averaging, store and HTTP API modules arrive with the features that need
 //! them; `docs/architecture.md` shows how data flows between them.
 
+pub mod api;
+pub mod averaging;
 pub mod bench;
 pub mod cli;
+pub mod config;
 pub mod data;
+pub mod identity;
+pub mod init;
 pub mod logging;
+pub mod metrics;
 pub mod model;
+pub mod network;
+pub mod node;
+pub mod run;
+pub mod store;
 pub mod train;

@@ -6,9 +6,10 @@
 
 pub mod command;
 pub mod optim;
+pub mod worker;
 
 use crate::data::Split;
-use crate::model::{ModelError, ModelKind, Network};
+use crate::model::{ConvImpl, ModelError, ModelKind, Network};
 use candle_core::{Device, Tensor};
 use murmur_protocol::FlatParams;
 use optim::{Optim, OptimConfig};
@@ -28,6 +29,8 @@ pub struct TrainConfig {
     pub batch_size: usize,
     /// Seeds the initial weights (shared by every peer of a network) and the batch order.
     pub seed: u64,
+    /// How the CNN computes convolutions (no effect on other models).
+    pub conv: ConvImpl,
 }
 
 impl Default for TrainConfig {
@@ -39,6 +42,7 @@ impl Default for TrainConfig {
             optimizer: OptimConfig::default(),
             batch_size: 50,
             seed: 1,
+            conv: ConvImpl::default(),
         }
     }
 }
@@ -63,6 +67,8 @@ pub enum TrainError {
     Model(#[from] ModelError),
     #[error("candle: {0}")]
     Candle(#[from] candle_core::Error),
+    #[error("the training thread panicked")]
+    Panicked,
 }
 
 /// One model being trained on one peer's data.
@@ -96,7 +102,8 @@ impl Trainer {
         if cfg.batch_size == 0 {
             return Err(TrainError::BatchSize);
         }
-        let net = Network::new(cfg.model.clone(), shape, classes, cfg.seed)?;
+        let net =
+            Network::new(cfg.model.clone(), shape, classes, cfg.seed)?.with_conv_impl(cfg.conv);
         let optim = Optim::new(&cfg.optimizer, net.vars())?;
         // The batch order gets its own stream, apart from the weights' seed.
         let rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x6D75_726D_7572_0001);

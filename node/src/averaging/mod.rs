@@ -1,0 +1,7 @@
+//! Decentralized averaging: whom to pull from and how to merge ([`policy`], pure and
+//! deterministic), and how to get a model's chunks from the peers that hold it ([`fetch`]).
+//! It owns no long-lived state besides the per-peer error budgets; the node decides when to
+//! average, the training thread applies the merge.
+
+pub mod fetch;
+pub mod policy;

@@ -1,0 +1,203 @@
+//! The averaging policy, as a pure function of what the node knows: whom to pull from this
+//! round and with what weights to merge. No I/O, no clock, no global randomness: the caller
+//! passes the known announcements, the current time and a seeded RNG, and gets decisions back,
+//! so the policy is tested deterministically and can be simulated with thousands of peers.
+
+use murmur_protocol::ManifestId;
+use rand::Rng;
+use rand::seq::index;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// How the merged model weighs each participant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Weighting {
+    /// Proportional to the training samples folded into each model.
+    #[default]
+    Samples,
+    /// Every participant (this node included) counts the same.
+    Uniform,
+}
+
+impl FromStr for Weighting {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "samples" => Ok(Weighting::Samples),
+            "uniform" => Ok(Weighting::Uniform),
+            _ => Err(format!(
+                "unknown weighting {s:?}: expected `samples` or `uniform`"
+            )),
+        }
+    }
+}
+
+/// What the node last heard from one peer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Known<P> {
+    pub peer: P,
+    pub manifest: ManifestId,
+    pub version: u64,
+    pub samples: u64,
+    /// When the announcement arrived, on the caller's monotonic clock.
+    pub seen_at: Duration,
+}
+
+/// The policy's parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    /// Peers to pull from per round.
+    pub fanout: usize,
+    /// Announcements older than this are not chosen.
+    pub freshness: Duration,
+    pub weighting: Weighting,
+}
+
+impl Policy {
+    /// Chooses up to `fanout` partners uniformly at random among peers with a fresh
+    /// announcement of a model other than ours (`own`); peers listed in `avoid` (over their
+    /// error budget) are skipped. The result is in a random order.
+    pub fn choose<'a, P: PartialEq>(
+        &self,
+        known: &'a [Known<P>],
+        own: Option<&ManifestId>,
+        avoid: &[P],
+        now: Duration,
+        rng: &mut impl Rng,
+    ) -> Vec<&'a Known<P>> {
+        let eligible: Vec<&Known<P>> = known
+            .iter()
+            .filter(|k| now.saturating_sub(k.seen_at) <= self.freshness)
+            .filter(|k| Some(&k.manifest) != own)
+            .filter(|k| !avoid.contains(&k.peer))
+            .collect();
+        let n = self.fanout.min(eligible.len());
+        index::sample(rng, eligible.len(), n)
+            .into_iter()
+            .map(|i| eligible[i])
+            .collect()
+    }
+
+    /// Merge weights: this node's first, then one per partner, summing to 1. With
+    /// [`Weighting::Samples`] a model that has seen no samples still gets a small share
+    /// (as if it had seen one), so a fresh node is never weighed at zero.
+    pub fn weights(&self, own_samples: u64, partner_samples: &[u64]) -> Vec<f32> {
+        let all = std::iter::once(own_samples).chain(partner_samples.iter().copied());
+        let raw: Vec<f64> = match self.weighting {
+            Weighting::Uniform => all.map(|_| 1.0).collect(),
+            Weighting::Samples => all.map(|s| s.max(1) as f64).collect(),
+        };
+        let total: f64 = raw.iter().sum();
+        raw.iter().map(|w| (w / total) as f32).collect()
+    }
+}
+
+/// `own = w0 * own + Σ w_i * partner_i`, in place. `weights[0]` is own's weight; every
+/// partner has the length of `own` (the caller checked layouts).
+pub fn merge_into(own: &mut [f32], partners: &[&[f32]], weights: &[f32]) {
+    let w0 = weights.first().copied().unwrap_or(1.0);
+    for v in own.iter_mut() {
+        *v *= w0;
+    }
+    for (p, &w) in partners.iter().zip(weights.iter().skip(1)) {
+        for (o, x) in own.iter_mut().zip(p.iter()) {
+            *o += w * x;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+
+    fn known(peer: u32, age_secs: u64, now: u64) -> Known<u32> {
+        Known {
+            peer,
+            manifest: ManifestId::of(&peer.to_le_bytes()),
+            version: 1,
+            samples: 100 * u64::from(peer),
+            seen_at: Duration::from_secs(now - age_secs),
+        }
+    }
+
+    fn policy(fanout: usize) -> Policy {
+        Policy {
+            fanout,
+            freshness: Duration::from_secs(30),
+            weighting: Weighting::Samples,
+        }
+    }
+
+    #[test]
+    fn chooses_only_fresh_other_models_and_not_avoided_peers() {
+        let now = 100;
+        let ks = vec![
+            known(1, 5, now),
+            known(2, 60, now),
+            known(3, 10, now),
+            known(4, 0, now),
+        ];
+        let own = ks[3].manifest;
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        for _ in 0..50 {
+            let chosen =
+                policy(5).choose(&ks, Some(&own), &[3], Duration::from_secs(now), &mut rng);
+            let peers: Vec<u32> = chosen.iter().map(|k| k.peer).collect();
+            assert_eq!(peers, vec![1], "stale 2, own model 4, avoided 3");
+        }
+    }
+
+    #[test]
+    fn choice_is_uniform_and_deterministic_per_seed() {
+        let now = 100;
+        let ks: Vec<_> = (0..10).map(|p| known(p, 1, now)).collect();
+        let mut counts = [0u32; 10];
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        for _ in 0..10_000 {
+            for k in policy(2).choose(&ks, None, &[], Duration::from_secs(now), &mut rng) {
+                counts[k.peer as usize] += 1;
+            }
+        }
+        // 20,000 picks over 10 peers: 2,000 each, give or take a few percent.
+        assert!(
+            counts.iter().all(|&c| (1_800..2_200).contains(&c)),
+            "{counts:?}"
+        );
+        let pick = |seed| {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            policy(3)
+                .choose(&ks, None, &[], Duration::from_secs(now), &mut rng)
+                .iter()
+                .map(|k| k.peer)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(pick(42), pick(42));
+        assert_eq!(pick(42).len(), 3);
+    }
+
+    #[test]
+    fn weights_sum_to_one_and_follow_samples() {
+        let w = policy(2).weights(100, &[300, 600]);
+        assert!((w.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        assert!((w[0] - 0.1).abs() < 1e-6 && (w[2] - 0.6).abs() < 1e-6);
+        let u = Policy {
+            weighting: Weighting::Uniform,
+            ..policy(2)
+        }
+        .weights(100, &[300, 600]);
+        assert!(u.iter().all(|x| (x - 1.0 / 3.0).abs() < 1e-6));
+        let fresh = policy(1).weights(0, &[0]);
+        assert_eq!(fresh, vec![0.5, 0.5]);
+    }
+
+    #[test]
+    fn merge_is_the_weighted_mean() {
+        let mut own = vec![1.0, 2.0];
+        merge_into(&mut own, &[&[3.0, 6.0]], &[0.25, 0.75]);
+        assert_eq!(own, vec![2.5, 5.0]);
+    }
+}

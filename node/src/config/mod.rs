@@ -1,0 +1,1261 @@
+//! The peer's configuration file (`peer.toml`): [`NodeConfig`], its defaults, loading it with
+//! errors that name the file and the full key (`training.model`), and checking every value.
+//!
+//! Owns the file format, the defaults and the ranges. It does not read command-line flags (the
+//! `run` command applies flag overrides to a loaded [`NodeConfig`] and calls
+//! [`NodeConfig::validate`] again) and starts nothing: it only turns text into typed values.
+//! Every key is documented in `docs/config.md`; [`template`] renders the commented file that
+//! `murmur init` writes (`testnet/peer.example.toml` is its output for the defaults).
+//!
+//! Every table has `#[serde(deny_unknown_fields, default)]`: an omitted key takes its default, a
+//! misspelt key is an error rather than a silently ignored setting.
+
+pub mod template;
+
+use crate::data::{DatasetName, Partition, ShardSpec};
+use crate::model::{ConvImpl, DEFAULT_MLP_HIDDEN, ModelKind};
+use crate::train::TrainConfig;
+use crate::train::optim::{OptimConfig, OptimizerKind};
+use libp2p::Multiaddr;
+use libp2p::multiaddr::Protocol;
+use murmur_protocol::limits::{DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+/// Longest `network_id`, in characters.
+pub const MAX_NETWORK_ID_LEN: usize = 64;
+
+/// libp2p request-response's default cap on concurrent streams per connection;
+/// `averaging.max_inflight_per_peer` must stay below it so answers to others still get through.
+pub const REQUEST_RESPONSE_STREAM_CAP: usize = 100;
+
+/// Where the documentation of every key lives, quoted in error messages.
+pub const DOCS: &str = "docs/config.md";
+
+/// A configuration that cannot be read, parsed or accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{origin}: line {line}, column {column}: invalid TOML: {message}")]
+    Syntax {
+        origin: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    /// `section` is `[network]` (etc.) or `the top level`.
+    #[error("{origin}: unknown key `{key}` in {section}; see {DOCS} (allowed here: {allowed})")]
+    UnknownKey {
+        origin: String,
+        key: String,
+        section: String,
+        allowed: String,
+    },
+    /// A value of the wrong type, that does not parse, or out of range. `key` is the full key
+    /// (`averaging.fanout`, `network.bootstrap[1]`), `value` the value as written in TOML.
+    #[error("{}{key} = {value}: {reason}", origin_prefix(.origin))]
+    Invalid {
+        origin: Option<String>,
+        key: String,
+        value: String,
+        reason: String,
+    },
+}
+
+fn origin_prefix(origin: &Option<String>) -> String {
+    origin
+        .as_ref()
+        .map(|o| format!("{o}: "))
+        .unwrap_or_default()
+}
+
+impl ConfigError {
+    /// An out-of-range or malformed value, with no file named yet.
+    fn invalid(
+        key: impl Into<String>,
+        value: impl fmt::Display,
+        reason: impl Into<String>,
+    ) -> Self {
+        ConfigError::Invalid {
+            origin: None,
+            key: key.into(),
+            value: value.to_string(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Names the file (or other origin) in an error that does not name one yet.
+    fn in_origin(mut self, name: &str) -> Self {
+        if let ConfigError::Invalid { origin, .. } = &mut self
+            && origin.is_none()
+        {
+            *origin = Some(name.to_string());
+        }
+        self
+    }
+}
+
+/// A whole peer configuration: one `peer.toml`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    /// Namespaces the gossip topic and the protocol ids: peers only talk to peers of the same
+    /// network. 1 to 64 characters of `a-z`, `0-9` and `-`. Omitted: `murmur-local`.
+    pub network_id: String,
+    /// Directory for this peer's state (identity key, checkpoint), created if missing. A
+    /// relative path is relative to the config file's directory ([`NodeConfig::load`]).
+    /// Omitted: `murmur-data`.
+    pub data_dir: PathBuf,
+    pub network: NetworkConfig,
+    pub training: TrainingConfig,
+    pub averaging: AveragingConfig,
+    pub store: StoreConfig,
+    pub dashboard: DashboardConfig,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            network_id: "murmur-local".to_string(),
+            data_dir: PathBuf::from("murmur-data"),
+            network: NetworkConfig::default(),
+            training: TrainingConfig::default(),
+            averaging: AveragingConfig::default(),
+            store: StoreConfig::default(),
+            dashboard: DashboardConfig::default(),
+        }
+    }
+}
+
+/// `[network]`: libp2p transports and peer discovery.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetworkConfig {
+    /// Multiaddrs to listen on (port 0 = any free port). Omitted: TCP and QUIC on every
+    /// interface, `/ip4/0.0.0.0/tcp/0` and `/ip4/0.0.0.0/udp/0/quic-v1`.
+    #[serde(with = "text::list")]
+    pub listen: Vec<Multiaddr>,
+    /// Multiaddrs of peers to dial at start, each ending in `/p2p/<peer id>`. Omitted: none
+    /// (rely on mDNS, or on others dialling us).
+    #[serde(with = "text::list")]
+    pub bootstrap: Vec<Multiaddr>,
+    /// Discover peers on the local network with mDNS. Omitted: on.
+    pub mdns: bool,
+    /// Run a Kademlia DHT (server mode, periodic random walk) to discover peers beyond the
+    /// bootstrap list. Omitted: on.
+    pub kademlia: bool,
+    /// Most established connections, inbound and outbound together. Omitted: 64.
+    pub max_connections: u32,
+    /// Seconds a connection with no open stream is kept before it is closed. Omitted: 60.
+    pub idle_timeout_secs: u64,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        let any = Multiaddr::empty().with(Protocol::Ip4(Ipv4Addr::UNSPECIFIED));
+        Self {
+            listen: vec![
+                any.clone().with(Protocol::Tcp(0)),
+                any.with(Protocol::Udp(0)).with(Protocol::QuicV1),
+            ],
+            bootstrap: Vec::new(),
+            mdns: true,
+            kademlia: true,
+            max_connections: 64,
+            idle_timeout_secs: 60,
+        }
+    }
+}
+
+impl NetworkConfig {
+    /// [`Self::idle_timeout_secs`] as a duration.
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.idle_timeout_secs)
+    }
+}
+
+/// `[training]`: this peer's data and how it trains locally. The defaults are those of
+/// `murmur train`, except `threads` (1: several peers often share a machine).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainingConfig {
+    /// Dataset: `digits` (built in), `fashion-mnist` or `mnist`. Every peer of a network must
+    /// use the same one. Omitted: `digits`.
+    #[serde(with = "text")]
+    pub dataset: DatasetName,
+    /// Directory holding the dataset's IDX files; `None` (written `""`) = the dataset's default
+    /// (`/usr/share/datasets/fashion-mnist` for fashion-mnist; mnist has none). A relative path
+    /// is relative to the config file's directory. Omitted: `""`.
+    #[serde(with = "text::optional_path")]
+    pub data_dir: Option<PathBuf>,
+    /// Model: `logreg`, `mlp` (hidden 200-200), `mlp:<h1>-<h2>-...` or `cnn`. Same on every
+    /// peer. Omitted: `mlp`.
+    #[serde(with = "text")]
+    pub model: ModelKind,
+    /// How the training set is split among the peers: `iid`, `dirichlet:<alpha>` or
+    /// `shards:<k>`. Same on every peer. Omitted: `iid`.
+    #[serde(with = "text")]
+    pub partition: Partition,
+    /// This peer's part of the split: `i/n` keeps part `i` (0-based) of `n`. Omitted: `0/1`
+    /// (all of the data).
+    #[serde(with = "text")]
+    pub shard: ShardSpec,
+    /// Optimizer: `sgd` or `adamw`. Omitted: `sgd`.
+    #[serde(with = "text")]
+    pub optimizer: OptimizerKind,
+    /// Learning rate, finite and > 0. Omitted: 0.05.
+    pub lr: f64,
+    /// SGD momentum, in `[0, 1)` (0 = plain SGD); ignored by AdamW. Omitted: 0.9.
+    pub momentum: f64,
+    /// Weight decay, >= 0 (L2 for SGD, decoupled for AdamW). Omitted: 0.
+    pub weight_decay: f64,
+    /// Examples per minibatch, >= 1. Omitted: 50.
+    pub batch_size: usize,
+    /// Seeds the initial weights (so it must be the same on every peer of a network), the
+    /// partition and the batch order. Omitted: 1.
+    pub seed: u64,
+    /// Compute threads (0 = one per core). Omitted: 1, right when several peers share a
+    /// machine.
+    pub threads: usize,
+}
+
+impl Default for TrainingConfig {
+    fn default() -> Self {
+        let optim = OptimConfig::default();
+        Self {
+            dataset: DatasetName::Digits,
+            data_dir: None,
+            model: ModelKind::Mlp {
+                hidden: DEFAULT_MLP_HIDDEN.to_vec(),
+            },
+            partition: Partition::Iid,
+            shard: ShardSpec { index: 0, count: 1 },
+            optimizer: optim.kind,
+            lr: optim.lr,
+            momentum: optim.momentum,
+            weight_decay: optim.weight_decay,
+            batch_size: 50,
+            seed: 1,
+            threads: 1,
+        }
+    }
+}
+
+impl TrainingConfig {
+    /// What the trainer needs: model, optimizer, batch size, seed (default convolutions).
+    pub fn train_config(&self) -> TrainConfig {
+        TrainConfig {
+            model: self.model.clone(),
+            optimizer: OptimConfig {
+                kind: self.optimizer,
+                lr: self.lr,
+                momentum: self.momentum,
+                weight_decay: self.weight_decay,
+            },
+            batch_size: self.batch_size,
+            seed: self.seed,
+            conv: ConvImpl::default(),
+        }
+    }
+
+    /// The IDX directory, or `None` for the dataset's default.
+    pub fn data_dir(&self) -> Option<&Path> {
+        self.data_dir.as_deref()
+    }
+}
+
+/// How a peer weighs the models it averages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Weighting {
+    /// In proportion to the training samples each peer holds.
+    #[default]
+    Samples,
+    /// Equally.
+    Uniform,
+}
+
+impl Weighting {
+    /// Every weighting, in the order error messages list them.
+    pub const ALL: [Weighting; 2] = [Weighting::Samples, Weighting::Uniform];
+
+    /// The name in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Weighting::Samples => "samples",
+            Weighting::Uniform => "uniform",
+        }
+    }
+}
+
+impl fmt::Display for Weighting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Weighting {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Weighting::ALL
+            .into_iter()
+            .find(|w| w.as_str() == s)
+            .ok_or_else(|| format!("unknown weighting {s:?}: expected samples or uniform"))
+    }
+}
+
+/// `[averaging]`: rounds of local training, and averaging with a few peers after each.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AveragingConfig {
+    /// Local training steps per round, >= 1. Omitted: 20.
+    pub round_steps: usize,
+    /// Seconds after which a round also ends, even short of `round_steps`; 0 = no time limit.
+    /// Finite and >= 0. Omitted: 0.
+    pub round_secs: f64,
+    /// Peers averaged with per round, >= 1. Omitted: 2.
+    pub fanout: usize,
+    /// How averaged models are weighed: `samples` (by training samples) or `uniform`.
+    /// Omitted: `samples`.
+    #[serde(with = "text")]
+    pub weighting: Weighting,
+    /// Seconds after which a peer's announcement is too old to pick it, >= 1. Omitted: 30.
+    pub freshness_secs: u64,
+    /// Bytes per chunk when this peer publishes its model, 64 to 4194304. Omitted: 262144.
+    pub chunk_size: u32,
+    /// Chunk requests in flight to one peer, 1 to 99. Omitted: 8.
+    pub max_inflight_per_peer: usize,
+    /// Bad answers (wrong hash, malformed, timed out) tolerated from a peer before it is
+    /// avoided. Omitted: 5.
+    pub error_budget: u32,
+    /// Seconds to wait for one chunk or manifest request, >= 1. Omitted: 10.
+    pub fetch_timeout_secs: u64,
+}
+
+impl Default for AveragingConfig {
+    fn default() -> Self {
+        Self {
+            round_steps: 20,
+            round_secs: 0.0,
+            fanout: 2,
+            weighting: Weighting::Samples,
+            freshness_secs: 30,
+            chunk_size: DEFAULT_CHUNK_SIZE,
+            max_inflight_per_peer: 8,
+            error_budget: 5,
+            fetch_timeout_secs: 10,
+        }
+    }
+}
+
+impl AveragingConfig {
+    /// The time limit of a round, `None` if [`Self::round_secs`] is 0 (or not a valid
+    /// duration, which [`NodeConfig::validate`] rejects).
+    pub fn round_time_limit(&self) -> Option<Duration> {
+        Duration::try_from_secs_f64(self.round_secs)
+            .ok()
+            .filter(|limit| !limit.is_zero())
+    }
+
+    /// [`Self::freshness_secs`] as a duration.
+    pub fn freshness(&self) -> Duration {
+        Duration::from_secs(self.freshness_secs)
+    }
+
+    /// [`Self::fetch_timeout_secs`] as a duration.
+    pub fn fetch_timeout(&self) -> Duration {
+        Duration::from_secs(self.fetch_timeout_secs)
+    }
+}
+
+/// `[store]`: the content-addressed chunk store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// Most memory the chunk store holds, in MiB, >= 1. Omitted: 256.
+    pub memory_budget_mb: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            memory_budget_mb: 256,
+        }
+    }
+}
+
+impl StoreConfig {
+    /// [`Self::memory_budget_mb`] in bytes (saturating).
+    pub fn memory_budget_bytes(&self) -> u64 {
+        self.memory_budget_mb.saturating_mul(1024 * 1024)
+    }
+}
+
+/// `[dashboard]`: the HTTP dashboard and API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DashboardConfig {
+    /// Address to serve on, `<ip>:<port>`; port 0 = any free port. Omitted: `127.0.0.1:8080`
+    /// (this machine only).
+    #[serde(with = "text")]
+    pub listen: SocketAddr,
+}
+
+impl Default for DashboardConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 8080)),
+        }
+    }
+}
+
+impl NodeConfig {
+    /// Reads, parses and validates the file at `path`, then resolves relative `data_dir` and
+    /// `training.data_dir` against the file's directory. Every error names the file.
+    pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut cfg = Self::from_toml_str(&text, &path.display().to_string())?;
+        if let Some(dir) = path.parent() {
+            cfg.resolve_relative_paths(dir);
+        }
+        Ok(cfg)
+    }
+
+    /// Parses and validates TOML `text`; errors start with `origin` (a file name, or e.g.
+    /// `--config-text`). Paths are left as written.
+    pub fn from_toml_str(text: &str, origin: &str) -> Result<NodeConfig, ConfigError> {
+        let tree = match toml::de::DeTable::parse(text) {
+            Ok(tree) => tree,
+            Err(err) => {
+                let (line, column) = line_column(text, err.span().map_or(0, |s| s.start));
+                return Err(ConfigError::Syntax {
+                    origin: origin.to_string(),
+                    line,
+                    column,
+                    message: err.message().to_string(),
+                });
+            }
+        };
+        let cfg: NodeConfig = toml::from_str(text).map_err(|err| {
+            let mut places = Vec::new();
+            locate(tree.get_ref(), "", &mut places);
+            describe(&err, text, &places, origin)
+        })?;
+        cfg.validate().map_err(|e| e.in_origin(origin))?;
+        Ok(cfg)
+    }
+
+    /// Makes relative `data_dir` and `training.data_dir` relative to `base` instead (the
+    /// config file's directory).
+    pub fn resolve_relative_paths(&mut self, base: &Path) {
+        if self.data_dir.is_relative() {
+            self.data_dir = base.join(&self.data_dir);
+        }
+        if let Some(dir) = &mut self.training.data_dir
+            && dir.is_relative()
+        {
+            *dir = base.join(&*dir);
+        }
+    }
+
+    /// Checks every value's range and the values serde cannot check (a config built in code or
+    /// changed by flags must pass this before use). The first problem found is returned.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let id = &self.network_id;
+        if id.is_empty()
+            || id.chars().count() > MAX_NETWORK_ID_LEN
+            || !id
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        {
+            return Err(ConfigError::invalid(
+                "network_id",
+                quoted(id),
+                format!("must be 1 to {MAX_NETWORK_ID_LEN} characters of a-z, 0-9 and -"),
+            ));
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(ConfigError::invalid(
+                "data_dir",
+                "\"\"",
+                "must not be empty",
+            ));
+        }
+        self.network.validate()?;
+        self.training.validate()?;
+        self.averaging.validate()?;
+        if self.store.memory_budget_mb == 0 {
+            return Err(ConfigError::invalid(
+                "store.memory_budget_mb",
+                0,
+                "must be at least 1",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `value` as a TOML string.
+fn quoted(value: impl fmt::Display) -> String {
+    toml::Value::String(value.to_string()).to_string()
+}
+
+/// `Err(invalid)` unless `min <= value`.
+fn at_least<T: PartialOrd + fmt::Display>(key: &str, value: T, min: T) -> Result<(), ConfigError> {
+    if value < min {
+        return Err(ConfigError::invalid(
+            key,
+            &value,
+            format!("must be at least {min}"),
+        ));
+    }
+    Ok(())
+}
+
+impl NetworkConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (key, list, dialled) in [
+            ("listen", &self.listen, false),
+            ("bootstrap", &self.bootstrap, true),
+        ] {
+            for (i, addr) in list.iter().enumerate() {
+                let key = format!("network.{key}[{i}]");
+                if addr.is_empty() {
+                    return Err(ConfigError::invalid(key, quoted(addr), "must not be empty"));
+                }
+                if dialled && !matches!(addr.iter().last(), Some(Protocol::P2p(_))) {
+                    return Err(ConfigError::invalid(
+                        key,
+                        quoted(addr),
+                        "must end with /p2p/<peer id> (the id of the peer at that address)",
+                    ));
+                }
+            }
+        }
+        at_least("network.max_connections", self.max_connections, 1)?;
+        at_least("network.idle_timeout_secs", self.idle_timeout_secs, 1)
+    }
+}
+
+impl TrainingConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let ShardSpec { index, count } = self.shard;
+        if count == 0 || index >= count {
+            return Err(ConfigError::invalid(
+                "training.shard",
+                quoted(self.shard),
+                "index must be below count, e.g. 0/4 (indices are 0-based)",
+            ));
+        }
+        match self.partition {
+            Partition::Dirichlet { alpha } if !(alpha.is_finite() && alpha > 0.0) => {
+                return Err(ConfigError::invalid(
+                    "training.partition",
+                    quoted(self.partition),
+                    "alpha must be a finite number greater than 0",
+                ));
+            }
+            Partition::Shards { per_peer: 0 } => {
+                return Err(ConfigError::invalid(
+                    "training.partition",
+                    quoted(self.partition),
+                    "shards per peer must be at least 1",
+                ));
+            }
+            _ => {}
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return Err(ConfigError::invalid(
+                "training.lr",
+                self.lr,
+                "must be a finite number greater than 0",
+            ));
+        }
+        if !(self.momentum.is_finite() && (0.0..1.0).contains(&self.momentum)) {
+            return Err(ConfigError::invalid(
+                "training.momentum",
+                self.momentum,
+                "must be at least 0 and below 1",
+            ));
+        }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            return Err(ConfigError::invalid(
+                "training.weight_decay",
+                self.weight_decay,
+                "must be a finite number, at least 0",
+            ));
+        }
+        at_least("training.batch_size", self.batch_size, 1)
+    }
+}
+
+impl AveragingConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        at_least("averaging.round_steps", self.round_steps, 1)?;
+        if !(self.round_secs.is_finite() && self.round_secs >= 0.0)
+            || Duration::try_from_secs_f64(self.round_secs).is_err()
+        {
+            return Err(ConfigError::invalid(
+                "averaging.round_secs",
+                self.round_secs,
+                "must be a finite number of seconds, at least 0 (0 = no time limit)",
+            ));
+        }
+        at_least("averaging.fanout", self.fanout, 1)?;
+        at_least("averaging.freshness_secs", self.freshness_secs, 1)?;
+        if !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&self.chunk_size) {
+            return Err(ConfigError::invalid(
+                "averaging.chunk_size",
+                self.chunk_size,
+                format!("must be between {MIN_CHUNK_SIZE} and {MAX_CHUNK_SIZE}"),
+            ));
+        }
+        if !(1..REQUEST_RESPONSE_STREAM_CAP).contains(&self.max_inflight_per_peer) {
+            return Err(ConfigError::invalid(
+                "averaging.max_inflight_per_peer",
+                self.max_inflight_per_peer,
+                format!(
+                    "must be between 1 and {} (below request-response's stream cap)",
+                    REQUEST_RESPONSE_STREAM_CAP - 1
+                ),
+            ));
+        }
+        at_least("averaging.fetch_timeout_secs", self.fetch_timeout_secs, 1)
+    }
+}
+
+/// A key or value of the parsed document, with where it is in the text.
+#[derive(Debug)]
+struct Place {
+    /// Full key: `training.model`, `network.listen[1]`.
+    path: String,
+    span: std::ops::Range<usize>,
+}
+
+/// Every key and value of `table` (under `prefix`), depth first, parents before children.
+fn locate(table: &toml::de::DeTable<'_>, prefix: &str, out: &mut Vec<Place>) {
+    for (key, value) in table.iter() {
+        let path = if prefix.is_empty() {
+            key.get_ref().to_string()
+        } else {
+            format!("{prefix}.{}", key.get_ref())
+        };
+        out.push(Place {
+            path: path.clone(),
+            span: key.span(),
+        });
+        locate_value(value, path, out);
+    }
+}
+
+fn locate_value(value: &toml::Spanned<toml::de::DeValue<'_>>, path: String, out: &mut Vec<Place>) {
+    out.push(Place {
+        path: path.clone(),
+        span: value.span(),
+    });
+    match value.get_ref() {
+        toml::de::DeValue::Table(table) => locate(table, &path, out),
+        toml::de::DeValue::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                locate_value(item, format!("{path}[{i}]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Turns a serde error from `toml::from_str` into a [`ConfigError`] naming the full key.
+fn describe(err: &toml::de::Error, text: &str, places: &[Place], origin: &str) -> ConfigError {
+    let message = err.message();
+    let span = err.span().unwrap_or(0..0);
+    // The innermost key or value around the error (parents come first, so ties keep them).
+    let place = places
+        .iter()
+        .filter(|p| p.span.start <= span.start && span.end <= p.span.end)
+        .min_by_key(|p| p.span.len());
+    let Some(place) = place else {
+        let (line, column) = line_column(text, span.start);
+        return ConfigError::Syntax {
+            origin: origin.to_string(),
+            line,
+            column,
+            message: message.to_string(),
+        };
+    };
+    if let Some(rest) = message.strip_prefix("unknown field `") {
+        let (key, allowed) = rest.split_once('`').unwrap_or((rest, ""));
+        let section = match place.path.rsplit_once('.') {
+            Some((parent, _)) => format!("[{parent}]"),
+            None => "the top level".to_string(),
+        };
+        let allowed = allowed
+            .trim_start_matches(", expected ")
+            .trim_start_matches("one of ")
+            .replace('`', "");
+        return ConfigError::UnknownKey {
+            origin: origin.to_string(),
+            key: key.to_string(),
+            section,
+            allowed,
+        };
+    }
+    // A list item that did not parse (see `text::list`): name the item, not the list.
+    let (place, span, message) = match item_error(message) {
+        Some((index, reason)) => {
+            let item_path = format!("{}[{index}]", place.path);
+            match places.iter().find(|p| p.path == item_path) {
+                Some(item) => (item, item.span.clone(), reason),
+                None => (place, span, reason),
+            }
+        }
+        None => (place, span, message),
+    };
+    let written = text.get(span).unwrap_or_default();
+    let mut value: String = written.split_whitespace().collect::<Vec<_>>().join(" ");
+    if value.chars().count() > 80 {
+        value = value.chars().take(77).collect::<String>() + "...";
+    }
+    ConfigError::Invalid {
+        origin: Some(origin.to_string()),
+        key: place.path.clone(),
+        value,
+        reason: plain_types(message),
+    }
+}
+
+/// How `text::list` starts the message of an item that does not parse: `item [<index>] `.
+const LIST_ITEM: &str = "item [";
+
+/// The index and reason of a list item's error, if `message` is one.
+fn item_error(message: &str) -> Option<(usize, &str)> {
+    let (index, reason) = message.strip_prefix(LIST_ITEM)?.split_once("] ")?;
+    Some((index.parse().ok()?, reason))
+}
+
+/// Serde's Rust type names in `message`, in words.
+fn plain_types(message: &str) -> String {
+    let mut message = message
+        .replace("expected usize", "expected a whole number, at least 0")
+        .replace("expected u64", "expected a whole number, at least 0")
+        .replace(
+            "expected u32",
+            "expected a whole number from 0 to 4294967295",
+        )
+        .replace("expected f64", "expected a number");
+    if let Some(at) = message.find("expected struct ") {
+        message.truncate(at);
+        message.push_str("expected a table");
+    }
+    message
+}
+
+/// 1-based line and column (in characters) of byte `offset` in `text`.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+    (line, column)
+}
+
+/// Serde for the typed values written as strings in the file: each parses with the same
+/// `FromStr` as on the command line, so the error says what is allowed.
+mod text {
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// A value written as a string in the config file.
+    pub(super) trait ConfigText: Sized {
+        fn from_text(text: &str) -> Result<Self, String>;
+        fn to_text(&self) -> String;
+    }
+
+    macro_rules! via_from_str {
+        ($($ty:ty),*) => {$(
+            impl ConfigText for $ty {
+                fn from_text(text: &str) -> Result<Self, String> {
+                    text.parse().map_err(|e| format!("{e}"))
+                }
+                fn to_text(&self) -> String {
+                    self.to_string()
+                }
+            }
+        )*};
+    }
+
+    via_from_str!(
+        crate::data::DatasetName,
+        crate::model::ModelKind,
+        crate::data::Partition,
+        crate::data::ShardSpec,
+        crate::train::optim::OptimizerKind,
+        super::Weighting
+    );
+
+    impl ConfigText for libp2p::Multiaddr {
+        fn from_text(text: &str) -> Result<Self, String> {
+            text.parse().map_err(|e| {
+                format!(
+                    "not a multiaddr ({e}): expected e.g. /ip4/0.0.0.0/tcp/0, \
+                     /ip4/192.0.2.7/udp/4001/quic-v1 or /dns4/host/tcp/4001/p2p/<peer id>"
+                )
+            })
+        }
+        fn to_text(&self) -> String {
+            self.to_string()
+        }
+    }
+
+    impl ConfigText for std::net::SocketAddr {
+        fn from_text(text: &str) -> Result<Self, String> {
+            text.parse().map_err(|_| {
+                format!(
+                    "not an address {text:?}: expected <ip>:<port>, e.g. 127.0.0.1:8080, \
+                     0.0.0.0:8080 or [::1]:8080 (no host names)"
+                )
+            })
+        }
+        fn to_text(&self) -> String {
+            self.to_string()
+        }
+    }
+
+    pub(super) fn serialize<T: ConfigText, S: Serializer>(
+        value: &T,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&value.to_text())
+    }
+
+    pub(super) fn deserialize<'de, T: ConfigText, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<T, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        T::from_text(&text).map_err(D::Error::custom)
+    }
+
+    /// A list of strings.
+    pub(super) mod list {
+        use super::super::LIST_ITEM;
+        use super::ConfigText;
+        use serde::de::Error as _;
+        use serde::{Deserialize, Deserializer, Serializer};
+
+        pub(in crate::config) fn serialize<T: ConfigText, S: Serializer>(
+            values: &[T],
+            serializer: S,
+        ) -> Result<S::Ok, S::Error> {
+            serializer.collect_seq(values.iter().map(ConfigText::to_text))
+        }
+
+        /// An item that does not parse fails the whole list (toml gives the error the list's
+        /// span), so the message starts with [`LIST_ITEM`] and the index, for
+        /// [`super::super::describe`] to name the item.
+        pub(in crate::config) fn deserialize<'de, T: ConfigText, D: Deserializer<'de>>(
+            deserializer: D,
+        ) -> Result<Vec<T>, D::Error> {
+            let items: Vec<String> = Vec::deserialize(deserializer)?;
+            items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| {
+                    T::from_text(item).map_err(|e| D::Error::custom(format!("{LIST_ITEM}{i}] {e}")))
+                })
+                .collect()
+        }
+    }
+
+    /// A path where `""` means none.
+    pub(super) mod optional_path {
+        use serde::{Deserialize, Deserializer, Serializer};
+        use std::path::PathBuf;
+
+        pub(in crate::config) fn serialize<S: Serializer>(
+            path: &Option<PathBuf>,
+            serializer: S,
+        ) -> Result<S::Ok, S::Error> {
+            match path {
+                None => serializer.serialize_str(""),
+                Some(path) => serializer.collect_str(&path.display()),
+            }
+        }
+
+        pub(in crate::config) fn deserialize<'de, D: Deserializer<'de>>(
+            deserializer: D,
+        ) -> Result<Option<PathBuf>, D::Error> {
+            let path = PathBuf::deserialize(deserializer)?;
+            Ok((!path.as_os_str().is_empty()).then_some(path))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<NodeConfig, ConfigError> {
+        NodeConfig::from_toml_str(text, "peer.toml")
+    }
+
+    /// The error message for `text`, which must not parse.
+    fn error(text: &str) -> String {
+        parse(text).unwrap_err().to_string()
+    }
+
+    const PEER_ID: &str = "12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN";
+
+    #[test]
+    fn config_empty_file_is_the_defaults() {
+        assert_eq!(parse("").unwrap(), NodeConfig::default());
+        NodeConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn config_omitted_keys_take_their_defaults() {
+        let cfg = parse("[averaging]\nfanout = 3\n[training]\nmodel = \"cnn\"\n").unwrap();
+        let mut expected = NodeConfig::default();
+        expected.averaging.fanout = 3;
+        expected.training.model = ModelKind::Cnn;
+        assert_eq!(cfg, expected);
+    }
+
+    #[test]
+    fn config_dotted_and_inline_tables_work_too() {
+        let cfg = parse("training.shard = \"1/4\"\nstore = { memory_budget_mb = 9 }\n").unwrap();
+        assert_eq!(cfg.training.shard, ShardSpec { index: 1, count: 4 });
+        assert_eq!(cfg.store.memory_budget_mb, 9);
+        assert_eq!(cfg.store.memory_budget_bytes(), 9 * 1024 * 1024);
+    }
+
+    #[test]
+    fn config_serializes_to_toml_that_parses_back() {
+        let mut cfg = NodeConfig::default();
+        cfg.training.data_dir = Some(PathBuf::from("/data/idx"));
+        cfg.training.partition = Partition::Shards { per_peer: 2 };
+        let text = toml::to_string(&cfg).unwrap();
+        assert_eq!(parse(&text).unwrap(), cfg, "{text}");
+    }
+
+    #[test]
+    fn config_typed_accessors() {
+        let cfg = parse(
+            "[training]\noptimizer = \"adamw\"\nlr = 1\nbatch_size = 8\nseed = 9\n\
+             [averaging]\nround_secs = 1.5\nfreshness_secs = 7\nfetch_timeout_secs = 3\n\
+             [network]\nidle_timeout_secs = 5\n",
+        )
+        .unwrap();
+        let train = cfg.training.train_config();
+        assert_eq!(train.optimizer.kind, OptimizerKind::AdamW);
+        assert_eq!(train.optimizer.lr, 1.0);
+        assert_eq!((train.batch_size, train.seed), (8, 9));
+        assert_eq!(train.model, TrainConfig::default().model);
+        assert_eq!(
+            cfg.averaging.round_time_limit(),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(cfg.averaging.freshness(), Duration::from_secs(7));
+        assert_eq!(cfg.averaging.fetch_timeout(), Duration::from_secs(3));
+        assert_eq!(cfg.network.idle_timeout(), Duration::from_secs(5));
+        assert_eq!(NodeConfig::default().averaging.round_time_limit(), None);
+        assert_eq!(NodeConfig::default().training.data_dir(), None);
+    }
+
+    #[test]
+    fn config_defaults_match_murmur_train() {
+        let ours = NodeConfig::default().training.train_config();
+        assert_eq!(ours, TrainConfig::default());
+    }
+
+    #[test]
+    fn config_unknown_top_level_key_names_it() {
+        assert_eq!(
+            error("netwrk_id = \"x\"\n"),
+            "peer.toml: unknown key `netwrk_id` in the top level; see docs/config.md \
+             (allowed here: network_id, data_dir, network, training, averaging, store, dashboard)"
+        );
+        let message = error("[trainig]\nlr = 0.1\n");
+        assert!(
+            message.starts_with("peer.toml: unknown key `trainig` in the top level; see docs"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn config_unknown_key_in_a_section_names_it() {
+        let message = error("[averaging]\nfanout = 2\nfanuot = 3\n");
+        assert!(
+            message.starts_with(
+                "peer.toml: unknown key `fanuot` in [averaging]; see docs/config.md (allowed \
+                 here: round_steps, round_secs, fanout,"
+            ),
+            "{message}"
+        );
+        let message = error("[network.extra]\nx = 1\n");
+        assert!(
+            message.starts_with("peer.toml: unknown key `extra` in [network]; see"),
+            "{message}"
+        );
+        let message = error("training.colour = \"red\"\n");
+        assert!(
+            message.starts_with("peer.toml: unknown key `colour` in [training]; see"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn config_bad_enum_values_name_the_key_and_the_choices() {
+        assert_eq!(
+            error("[training]\nmodel = \"resnet\"\n"),
+            "peer.toml: training.model = \"resnet\": unknown model \"resnet\": expected `logreg`, \
+             `mlp`, `mlp:<h1>-<h2>-...` (e.g. mlp:200-200) or `cnn`"
+        );
+        for (text, key, allowed) in [
+            (
+                "[training]\ndataset = 'cifar'",
+                "training.dataset = 'cifar'",
+                "mnist",
+            ),
+            (
+                "[training]\npartition = 'x'",
+                "training.partition = 'x'",
+                "dirichlet:<alpha>",
+            ),
+            (
+                "[training]\npartition = 'dirichlet:0'",
+                "training.partition",
+                "greater than 0",
+            ),
+            (
+                "[training]\nshard = '3/2'",
+                "training.shard = '3/2'",
+                "expected i/n",
+            ),
+            (
+                "[training]\noptimizer = 'adam'",
+                "training.optimizer",
+                "`sgd` or `adamw`",
+            ),
+            (
+                "[averaging]\nweighting = 'x'",
+                "averaging.weighting",
+                "samples or uniform",
+            ),
+            (
+                "[dashboard]\nlisten = 'localhost:80'",
+                "dashboard.listen",
+                "<ip>:<port>",
+            ),
+        ] {
+            let message = error(text);
+            assert!(
+                message.starts_with(&format!("peer.toml: {key}")),
+                "{message}"
+            );
+            assert!(message.contains(allowed), "{message}");
+        }
+    }
+
+    #[test]
+    fn config_wrong_types_name_the_key() {
+        assert_eq!(
+            error("[averaging]\nfanout = \"two\"\n"),
+            "peer.toml: averaging.fanout = \"two\": invalid type: string \"two\", expected a \
+             whole number, at least 0"
+        );
+        let message = error("[averaging]\nchunk_size = -1\n");
+        assert!(
+            message.starts_with("peer.toml: averaging.chunk_size = -1: invalid value"),
+            "{message}"
+        );
+        let message = error("[network]\nmdns = 1\n");
+        assert!(
+            message.starts_with("peer.toml: network.mdns = 1:"),
+            "{message}"
+        );
+        let message = error("network = 5\n");
+        assert!(message.ends_with("expected a table"), "{message}");
+        let message = error("[network]\nlisten = \"/ip4/0.0.0.0/tcp/0\"\n");
+        assert!(
+            message.starts_with("peer.toml: network.listen = "),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn config_out_of_range_numbers_name_the_key() {
+        for (text, expected) in [
+            (
+                "[averaging]\nfanout = 0",
+                "peer.toml: averaging.fanout = 0: must be at least 1",
+            ),
+            (
+                "[averaging]\nchunk_size = 10",
+                "peer.toml: averaging.chunk_size = 10: must be between 64 and 4194304",
+            ),
+            (
+                "[averaging]\nchunk_size = 4194305",
+                "peer.toml: averaging.chunk_size = 4194305: must be between 64 and 4194304",
+            ),
+            (
+                "[training]\nlr = 0.0",
+                "peer.toml: training.lr = 0: must be a finite number greater than 0",
+            ),
+            (
+                "[training]\nlr = nan",
+                "peer.toml: training.lr = NaN: must be a finite number greater than 0",
+            ),
+            (
+                "[training]\nbatch_size = 0",
+                "peer.toml: training.batch_size = 0: must be at least 1",
+            ),
+            (
+                "[training]\nmomentum = 1.0",
+                "peer.toml: training.momentum = 1: must be at least 0 and below 1",
+            ),
+            (
+                "[averaging]\nround_secs = -1.0",
+                "peer.toml: averaging.round_secs = -1: must be a finite number of seconds, at \
+                 least 0 (0 = no time limit)",
+            ),
+            (
+                "[averaging]\nmax_inflight_per_peer = 100",
+                "peer.toml: averaging.max_inflight_per_peer = 100: must be between 1 and 99 \
+                 (below request-response's stream cap)",
+            ),
+            (
+                "[store]\nmemory_budget_mb = 0",
+                "peer.toml: store.memory_budget_mb = 0: must be at least 1",
+            ),
+            (
+                "[network]\nmax_connections = 0",
+                "peer.toml: network.max_connections = 0: must be at least 1",
+            ),
+        ] {
+            assert_eq!(error(text), expected, "{text}");
+        }
+    }
+
+    #[test]
+    fn config_bad_multiaddr_names_the_item() {
+        let message = error("[network]\nlisten = [\"/ip4/0.0.0.0/tcp/0\", \"/ip4/nope/tcp/1\"]\n");
+        assert!(
+            message.starts_with(
+                "peer.toml: network.listen[1] = \"/ip4/nope/tcp/1\": not a multiaddr ("
+            ),
+            "{message}"
+        );
+        let message = error("[network]\nbootstrap = [\"tcp://1.2.3.4:5\"]\n");
+        assert!(
+            message.starts_with("peer.toml: network.bootstrap[0] = \"tcp://1.2.3.4:5\": not a"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn config_bootstrap_needs_a_peer_id() {
+        let good = format!("/ip4/192.0.2.7/tcp/4001/p2p/{PEER_ID}");
+        let cfg = parse(&format!("[network]\nbootstrap = [\"{good}\"]\n")).unwrap();
+        assert_eq!(cfg.network.bootstrap[0].to_string(), good);
+        let message = error(&format!(
+            "[network]\nbootstrap = [\"{good}\", \"/ip4/192.0.2.8/tcp/4001\"]\n"
+        ));
+        assert!(
+            message.starts_with(
+                "peer.toml: network.bootstrap[1] = \"/ip4/192.0.2.8/tcp/4001\": must end with \
+                 /p2p/<peer id>"
+            ),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn config_bad_network_id_names_the_key() {
+        for id in ["", "Murmur", "my net", "a_b", &"a".repeat(65)] {
+            let message = error(&format!("network_id = \"{id}\"\n"));
+            assert_eq!(
+                message,
+                format!(
+                    "peer.toml: network_id = \"{id}\": must be 1 to 64 characters of a-z, 0-9 \
+                     and -"
+                )
+            );
+        }
+        parse(&format!("network_id = \"{}\"\n", "a-1".repeat(21))).unwrap();
+    }
+
+    #[test]
+    fn config_syntax_errors_give_line_and_column() {
+        let message = error("[averaging]\nfanout = \n");
+        assert!(
+            message.starts_with("peer.toml: line 2, column 10: invalid TOML: "),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn config_validate_without_a_file_names_only_the_key() {
+        let mut cfg = NodeConfig::default();
+        cfg.training.shard = ShardSpec { index: 4, count: 4 };
+        assert_eq!(
+            cfg.validate().unwrap_err().to_string(),
+            "training.shard = \"4/4\": index must be below count, e.g. 0/4 (indices are 0-based)"
+        );
+        let mut cfg = NodeConfig::default();
+        cfg.training.partition = Partition::Shards { per_peer: 0 };
+        assert!(cfg.validate().is_err());
+        let cfg = NodeConfig {
+            data_dir: PathBuf::new(),
+            ..NodeConfig::default()
+        };
+        assert_eq!(
+            cfg.validate().unwrap_err().to_string(),
+            "data_dir = \"\": must not be empty"
+        );
+    }
+
+    #[test]
+    fn config_load_names_the_file_and_resolves_relative_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("peer.toml");
+        let err = NodeConfig::load(&path).unwrap_err().to_string();
+        assert!(err.contains(&path.display().to_string()), "{err}");
+
+        std::fs::write(
+            &path,
+            "data_dir = \"state\"\n[training]\ndata_dir = \"idx\"\n",
+        )
+        .unwrap();
+        let cfg = NodeConfig::load(&path).unwrap();
+        assert_eq!(cfg.data_dir, dir.path().join("state"));
+        assert_eq!(
+            cfg.training.data_dir(),
+            Some(dir.path().join("idx").as_path())
+        );
+
+        std::fs::write(&path, "data_dir = \"/abs\"\n").unwrap();
+        let cfg = NodeConfig::load(&path).unwrap();
+        assert_eq!(cfg.data_dir, PathBuf::from("/abs"));
+        assert_eq!(cfg.training.data_dir, None);
+
+        std::fs::write(&path, "[averaging]\nfanout = 0\n").unwrap();
+        let err = NodeConfig::load(&path).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!(
+                "{}: averaging.fanout = 0: must be at least 1",
+                path.display()
+            )
+        );
+    }
+}

@@ -1,0 +1,268 @@
+//! The commented `peer.toml` that `murmur init` writes: every key, a one-line reminder of what
+//! it means, and its value. Owns only the layout of that text; what the keys mean and what they
+//! may hold is [`super::NodeConfig`]'s (and `docs/config.md`'s). Rendering the defaults gives
+//! `testnet/peer.example.toml`, and whatever it renders parses back to the same config.
+
+use super::NodeConfig;
+use std::fmt::Display;
+
+/// The commented TOML text of `cfg`, which parses back to `cfg`.
+pub fn render(cfg: &NodeConfig) -> String {
+    let net = &cfg.network;
+    let train = &cfg.training;
+    let avg = &cfg.averaging;
+    let training_data_dir = train
+        .data_dir
+        .as_ref()
+        .map(|dir| dir.display().to_string())
+        .unwrap_or_default();
+    format!(
+        r#"# murmur peer configuration, as written by `murmur init`.
+# Every key is shown with its default; a key left out takes its default, an unknown key is an
+# error. docs/config.md documents every key. Flags of `murmur run` (--listen, --bootstrap,
+# --data-dir, --shard, --dashboard-listen, ...) override the keys of the same name.
+
+# Namespaces the gossip topic and protocol ids: only peers with the same id talk to each other.
+# 1 to 64 characters of a-z, 0-9 and -.
+network_id = {network_id}
+# This peer's state (identity key, checkpoint). A relative path is relative to this file.
+data_dir = {data_dir}
+
+[network]
+# Multiaddrs to listen on; port 0 = any free port.
+listen = {listen}
+# Peers to dial at start, each ending in /p2p/<peer id>,
+# e.g. "/ip4/192.0.2.7/udp/4001/quic-v1/p2p/12D3KooW...".
+bootstrap = {bootstrap}
+# Discover peers on the local network (mDNS).
+mdns = {mdns}
+# Kademlia DHT for peer discovery (server mode, periodic random walk).
+kademlia = {kademlia}
+# Most established connections, inbound and outbound together.
+max_connections = {max_connections}
+# Seconds a connection with no open stream is kept.
+idle_timeout_secs = {idle_timeout_secs}
+
+[training]
+# digits (built in) | fashion-mnist | mnist. The same on every peer.
+dataset = {dataset}
+# Directory holding the IDX files; "" = the dataset's default. Relative to this file.
+data_dir = {training_data_dir}
+# logreg | mlp | mlp:<h1>-<h2>-... | cnn. The same on every peer.
+model = {model}
+# How the training set is split among peers: iid | dirichlet:<alpha> | shards:<k>.
+partition = {partition}
+# This peer's part of the split: i/n = part i (0-based) of n.
+shard = {shard}
+# sgd | adamw
+optimizer = {optimizer}
+# Learning rate, > 0.
+lr = {lr}
+# SGD momentum, 0 <= momentum < 1 (0 = plain SGD); ignored by adamw.
+momentum = {momentum}
+# Weight decay, >= 0.
+weight_decay = {weight_decay}
+# Examples per minibatch.
+batch_size = {batch_size}
+# Seeds the initial weights (the same on all peers of a network), the partition, batch order.
+seed = {seed}
+# Compute threads (0 = one per core); keep 1 when several peers share a machine.
+threads = {threads}
+
+[averaging]
+# Local training steps per round.
+round_steps = {round_steps}
+# If > 0, a round also ends after this many seconds.
+round_secs = {round_secs}
+# Peers averaged with per round.
+fanout = {fanout}
+# How averaged models are weighed: samples (by training samples) | uniform.
+weighting = {weighting}
+# Seconds after which a peer's announcement is too old to be chosen.
+freshness_secs = {freshness_secs}
+# Bytes per chunk of a published model, 64 to 4194304.
+chunk_size = {chunk_size}
+# Chunk requests in flight to one peer, 1 to 99.
+max_inflight_per_peer = {max_inflight_per_peer}
+# Bad answers tolerated from a peer before it is avoided.
+error_budget = {error_budget}
+# Seconds to wait for one request's answer.
+fetch_timeout_secs = {fetch_timeout_secs}
+
+[store]
+# Most memory the chunk store holds, in MiB.
+memory_budget_mb = {memory_budget_mb}
+
+[dashboard]
+# HTTP dashboard and API, <ip>:<port>; port 0 = any free port, 0.0.0.0 = every interface.
+listen = {dashboard_listen}
+"#,
+        network_id = string(&cfg.network_id),
+        data_dir = string(cfg.data_dir.display()),
+        listen = strings(&net.listen),
+        bootstrap = strings(&net.bootstrap),
+        mdns = net.mdns,
+        kademlia = net.kademlia,
+        max_connections = net.max_connections,
+        idle_timeout_secs = net.idle_timeout_secs,
+        dataset = string(train.dataset),
+        training_data_dir = string(training_data_dir),
+        model = string(&train.model),
+        partition = string(train.partition),
+        shard = string(train.shard),
+        optimizer = string(train.optimizer),
+        lr = float(train.lr),
+        momentum = float(train.momentum),
+        weight_decay = float(train.weight_decay),
+        batch_size = train.batch_size,
+        seed = train.seed,
+        threads = train.threads,
+        round_steps = avg.round_steps,
+        round_secs = float(avg.round_secs),
+        fanout = avg.fanout,
+        weighting = string(avg.weighting),
+        freshness_secs = avg.freshness_secs,
+        chunk_size = avg.chunk_size,
+        max_inflight_per_peer = avg.max_inflight_per_peer,
+        error_budget = avg.error_budget,
+        fetch_timeout_secs = avg.fetch_timeout_secs,
+        memory_budget_mb = cfg.store.memory_budget_mb,
+        dashboard_listen = string(cfg.dashboard.listen),
+    )
+}
+
+/// A TOML string.
+fn string(value: impl Display) -> String {
+    toml::Value::String(value.to_string()).to_string()
+}
+
+/// A one-line TOML array of strings.
+fn strings<T: Display>(values: &[T]) -> String {
+    let items: Vec<String> = values.iter().map(string).collect();
+    format!("[{}]", items.join(", "))
+}
+
+/// A TOML float (always with a decimal point or exponent, so it reads as a float).
+fn float(value: f64) -> String {
+    toml::Value::Float(value).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Weighting;
+    use crate::data::{DatasetName, Partition, ShardSpec};
+    use crate::model::ModelKind;
+    use crate::train::optim::OptimizerKind;
+    use std::path::PathBuf;
+
+    const DOCS: &str = include_str!("../../../docs/config.md");
+    const EXAMPLE: &str = include_str!("../../../testnet/peer.example.toml");
+
+    /// Every full key of a TOML table: `network_id`, `network.listen`, ...
+    fn keys(table: &toml::Table, prefix: &str, out: &mut Vec<String>) {
+        for (key, value) in table {
+            let path = if prefix.is_empty() {
+                key.clone()
+            } else {
+                format!("{prefix}.{key}")
+            };
+            match value {
+                toml::Value::Table(inner) => keys(inner, &path, out),
+                _ => out.push(path),
+            }
+        }
+    }
+
+    fn template_keys() -> Vec<String> {
+        let table: toml::Table = toml::from_str(&render(&NodeConfig::default())).unwrap();
+        let mut out = Vec::new();
+        keys(&table, "", &mut out);
+        out
+    }
+
+    #[test]
+    fn config_template_parses_back_to_the_defaults() {
+        let text = render(&NodeConfig::default());
+        let cfg = NodeConfig::from_toml_str(&text, "template").unwrap();
+        assert_eq!(cfg, NodeConfig::default());
+    }
+
+    #[test]
+    fn config_template_round_trips_other_values() {
+        let mut cfg = NodeConfig {
+            network_id: "lab-7".to_string(),
+            data_dir: PathBuf::from("/var/lib/murmur \"a\""),
+            ..NodeConfig::default()
+        };
+        cfg.network.listen = vec!["/ip6/::/tcp/4001".parse().unwrap()];
+        cfg.network.bootstrap = vec![
+            "/ip4/192.0.2.7/tcp/4001/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN"
+                .parse()
+                .unwrap(),
+        ];
+        cfg.network.mdns = false;
+        cfg.network.kademlia = false;
+        cfg.network.max_connections = 7;
+        cfg.training.dataset = DatasetName::FashionMnist;
+        cfg.training.data_dir = Some(PathBuf::from("idx"));
+        cfg.training.model = ModelKind::Mlp {
+            hidden: vec![64, 32],
+        };
+        cfg.training.partition = Partition::Dirichlet { alpha: 0.3 };
+        cfg.training.shard = ShardSpec { index: 2, count: 5 };
+        cfg.training.optimizer = OptimizerKind::AdamW;
+        cfg.training.lr = 1e-3;
+        cfg.training.momentum = 0.0;
+        cfg.training.weight_decay = 5e-4;
+        cfg.training.seed = u64::from(u32::MAX) + 1;
+        cfg.training.threads = 0;
+        cfg.averaging.round_secs = 2.5;
+        cfg.averaging.weighting = Weighting::Uniform;
+        cfg.averaging.chunk_size = 64;
+        cfg.dashboard.listen = "[::1]:0".parse().unwrap();
+        let text = render(&cfg);
+        assert_eq!(
+            NodeConfig::from_toml_str(&text, "t").unwrap(),
+            cfg,
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn config_template_lines_fit_in_100_columns() {
+        for line in render(&NodeConfig::default()).lines() {
+            assert!(line.chars().count() <= 100, "{line}");
+        }
+    }
+
+    #[test]
+    fn config_every_template_key_is_in_the_docs() {
+        let keys = template_keys();
+        assert_eq!(keys.len(), 31, "{keys:?}");
+        for key in keys {
+            assert!(
+                DOCS.contains(&format!("| `{key}` |")),
+                "docs/config.md has no row for `{key}`"
+            );
+        }
+    }
+
+    #[test]
+    fn config_docs_example_is_valid() {
+        let (_, rest) = DOCS.split_once("```toml\n").unwrap();
+        let (example, _) = rest.split_once("```").unwrap();
+        let cfg = NodeConfig::from_toml_str(example, "docs/config.md").unwrap();
+        assert_eq!(cfg.training.shard, ShardSpec { index: 3, count: 8 });
+    }
+
+    #[test]
+    fn config_example_file_is_the_template() {
+        assert_eq!(
+            EXAMPLE,
+            render(&NodeConfig::default()),
+            "testnet/peer.example.toml is stale: regenerate it with \
+             `murmur init --out testnet/peer.example.toml --force`"
+        );
+    }
+}

@@ -1,0 +1,66 @@
+//! The node's counters: one atomic per thing counted, shared by the tasks that count
+//! (averaging, the node loop) and read by the HTTP API and announcements. Owns no other state.
+
+use serde::Serialize;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Monotonic counters of one node.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Training rounds completed (each produced an announced model).
+    pub rounds: AtomicU64,
+    /// Merges applied to the model.
+    pub merges: AtomicU64,
+    /// Models fetched but refused (wrong layout, non-finite values, failed verification).
+    pub merges_rejected: AtomicU64,
+    /// Chunks fetched from peers (verified).
+    pub chunks_fetched: AtomicU64,
+    /// Chunks a merge needed that were already held (not fetched again).
+    pub chunks_reused: AtomicU64,
+    /// Fetches that failed (no holder answered in time, or all answers were bad).
+    pub fetch_failures: AtomicU64,
+    /// Gossip announcements rejected by validation.
+    pub announces_rejected: AtomicU64,
+}
+
+/// A point-in-time copy of [`Counters`], plus the traffic totals.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct CounterSnapshot {
+    pub rounds: u64,
+    pub merges: u64,
+    pub merges_rejected: u64,
+    pub chunks_fetched: u64,
+    pub chunks_reused: u64,
+    pub fetch_failures: u64,
+    pub announces_rejected: u64,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+}
+
+impl Counters {
+    /// Adds one to `counter`.
+    pub fn inc(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Adds `n` to `counter`.
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Reads every counter; traffic comes from the sync codec's totals.
+    pub fn snapshot(&self, traffic: &crate::network::Traffic) -> CounterSnapshot {
+        let r = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        CounterSnapshot {
+            rounds: r(&self.rounds),
+            merges: r(&self.merges),
+            merges_rejected: r(&self.merges_rejected),
+            chunks_fetched: r(&self.chunks_fetched),
+            chunks_reused: r(&self.chunks_reused),
+            fetch_failures: r(&self.fetch_failures),
+            announces_rejected: r(&self.announces_rejected),
+            bytes_sent: r(&traffic.sent),
+            bytes_received: r(&traffic.received),
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! The libp2p behaviour of a murmur node: gossipsub for announcements, request-response for
+//! manifests and chunks, identify, ping, optional mDNS, Kademlia under the network's own
+//! protocol name, and connection limits. Built once by [`build`]; owned by the event loop.
+
+use super::NetworkConfig;
+use super::codec::{SyncCodec, Traffic};
+use libp2p::swarm::NetworkBehaviour;
+use libp2p::swarm::behaviour::toggle::Toggle;
+use libp2p::{
+    StreamProtocol, connection_limits, gossipsub, identify, identity, kad, mdns, ping,
+    request_response,
+};
+use murmur_protocol::limits::MAX_ANNOUNCE_BYTES;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Whole-exchange timeout of one sync request (request-response's own default is 10 s).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Streams per connection, in and out together. request-response refuses outbound requests
+/// over this at once, so the fetcher keeps its per-peer in-flight limit well below it.
+pub const MAX_STREAMS_PER_CONNECTION: usize = 100;
+
+#[derive(NetworkBehaviour)]
+pub struct Behaviour {
+    pub limits: connection_limits::Behaviour,
+    pub gossipsub: gossipsub::Behaviour,
+    pub sync: request_response::Behaviour<SyncCodec>,
+    pub identify: identify::Behaviour,
+    pub ping: ping::Behaviour,
+    pub mdns: Toggle<mdns::tokio::Behaviour>,
+    pub kad: Toggle<kad::Behaviour<kad::store::MemoryStore>>,
+}
+
+/// The gossip topic of a network.
+pub fn announce_topic(network_id: &str) -> gossipsub::IdentTopic {
+    gossipsub::IdentTopic::new(format!("murmur/{network_id}/announce/1"))
+}
+
+/// The sync protocol id of a network.
+pub fn sync_protocol(network_id: &str) -> Result<StreamProtocol, String> {
+    StreamProtocol::try_from_owned(format!("/murmur/{network_id}/sync/1"))
+        .map_err(|e| e.to_string())
+}
+
+/// Builds the behaviour for `key` on the network of `cfg`.
+pub fn build(
+    key: &identity::Keypair,
+    cfg: &NetworkConfig,
+    traffic: Arc<Traffic>,
+) -> Result<Behaviour, String> {
+    let peer_id = key.public().to_peer_id();
+    let gossip_config = gossipsub::ConfigBuilder::default()
+        .validation_mode(gossipsub::ValidationMode::Strict)
+        .validate_messages()
+        // Content-addressed message ids: the same announcement is the same message.
+        .message_id_fn(|m: &gossipsub::Message| {
+            gossipsub::MessageId::from(blake3::hash(&m.data).as_bytes().to_vec())
+        })
+        // Room for an announcement plus gossipsub's own framing and signature.
+        .max_transmit_size(MAX_ANNOUNCE_BYTES + 1024)
+        .heartbeat_interval(Duration::from_millis(500))
+        .build()
+        .map_err(|e| format!("gossipsub config: {e}"))?;
+    let mut gossipsub = gossipsub::Behaviour::new(
+        gossipsub::MessageAuthenticity::Signed(key.clone()),
+        gossip_config,
+    )?;
+    gossipsub
+        .subscribe(&announce_topic(&cfg.network_id))
+        .map_err(|e| format!("subscribe: {e}"))?;
+
+    let sync = request_response::Behaviour::with_codec(
+        SyncCodec::new(traffic),
+        [(
+            sync_protocol(&cfg.network_id)?,
+            request_response::ProtocolSupport::Full,
+        )],
+        request_response::Config::default()
+            .with_request_timeout(REQUEST_TIMEOUT)
+            .with_max_concurrent_streams(MAX_STREAMS_PER_CONNECTION),
+    );
+    let identify = identify::Behaviour::new(identify::Config::new(
+        format!("/murmur/{}/id/1", cfg.network_id),
+        key.public(),
+    ));
+    let mdns = if cfg.mdns {
+        Some(
+            mdns::tokio::Behaviour::new(mdns::Config::default(), peer_id)
+                .map_err(|e| format!("mdns: {e}"))?,
+        )
+    } else {
+        None
+    };
+    let kad = if cfg.kademlia {
+        let protocol = StreamProtocol::try_from_owned(format!("/murmur/{}/kad/1", cfg.network_id))
+            .map_err(|e| e.to_string())?;
+        let mut kad = kad::Behaviour::with_config(
+            peer_id,
+            kad::store::MemoryStore::new(peer_id),
+            kad::Config::new(protocol),
+        );
+        // A LAN or testnet never confirms an external address: serve the DHT regardless.
+        kad.set_mode(Some(kad::Mode::Server));
+        Some(kad)
+    } else {
+        None
+    };
+    let limits = connection_limits::Behaviour::new(
+        connection_limits::ConnectionLimits::default()
+            .with_max_established(Some(cfg.max_connections)),
+    );
+    Ok(Behaviour {
+        limits,
+        gossipsub,
+        sync,
+        identify,
+        ping: ping::Behaviour::default(),
+        mdns: mdns.into(),
+        kad: kad.into(),
+    })
+}

@@ -1,0 +1,115 @@
+//! The request-response codec of the murmur sync protocol: each message is a `u32`
+//! little-endian length and a body encoded by `murmur_protocol::codec`. The length is checked
+//! against the limit of the expected kind before a byte of the body is read, so a peer cannot
+//! make us allocate more than `MAX_RESPONSE_BYTES` (responses) or `MAX_REQUEST_BYTES`
+//! (requests). Bytes on the wire are counted for the node's traffic counters.
+
+use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use libp2p::StreamProtocol;
+use murmur_protocol::codec::{
+    decode_frame_len, decode_request, decode_response, encode_request, encode_response,
+    frame_prefix,
+};
+use murmur_protocol::limits::FRAME_PREFIX_LEN;
+use murmur_protocol::{MessageKind, Request, Response};
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Bytes moved by the sync protocol, both directions, all peers.
+#[derive(Debug, Default)]
+pub struct Traffic {
+    pub sent: AtomicU64,
+    pub received: AtomicU64,
+}
+
+/// The codec; cheap to clone (one per connection handler).
+#[derive(Debug, Clone, Default)]
+pub struct SyncCodec {
+    traffic: Arc<Traffic>,
+}
+
+impl SyncCodec {
+    /// A codec counting into `traffic`.
+    pub fn new(traffic: Arc<Traffic>) -> Self {
+        Self { traffic }
+    }
+
+    async fn read_frame<T: AsyncRead + Unpin + Send>(
+        &self,
+        io: &mut T,
+        kind: MessageKind,
+    ) -> io::Result<Vec<u8>> {
+        let mut prefix = [0u8; FRAME_PREFIX_LEN];
+        io.read_exact(&mut prefix).await?;
+        let len = decode_frame_len(kind, prefix).map_err(invalid)?;
+        let mut body = vec![0u8; len];
+        io.read_exact(&mut body).await?;
+        self.traffic
+            .received
+            .fetch_add((FRAME_PREFIX_LEN + len) as u64, Ordering::Relaxed);
+        Ok(body)
+    }
+
+    async fn write_frame<T: AsyncWrite + Unpin + Send>(
+        &self,
+        io: &mut T,
+        body: &[u8],
+    ) -> io::Result<()> {
+        io.write_all(&frame_prefix(body.len())).await?;
+        io.write_all(body).await?;
+        io.close().await?;
+        self.traffic
+            .sent
+            .fetch_add((FRAME_PREFIX_LEN + body.len()) as u64, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+fn invalid(e: impl std::error::Error + Send + Sync + 'static) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e)
+}
+
+impl libp2p::request_response::Codec for SyncCodec {
+    type Protocol = StreamProtocol;
+    type Request = Request;
+    type Response = Response;
+
+    async fn read_request<T: AsyncRead + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+    ) -> io::Result<Request> {
+        let body = self.read_frame(io, MessageKind::Request).await?;
+        decode_request(&body).map_err(invalid)
+    }
+
+    async fn read_response<T: AsyncRead + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+    ) -> io::Result<Response> {
+        let body = self.read_frame(io, MessageKind::Response).await?;
+        decode_response(&body).map_err(invalid)
+    }
+
+    async fn write_request<T: AsyncWrite + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        req: Request,
+    ) -> io::Result<()> {
+        let body = encode_request(&req).map_err(invalid)?;
+        self.write_frame(io, &body).await
+    }
+
+    async fn write_response<T: AsyncWrite + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        res: Response,
+    ) -> io::Result<()> {
+        let body = encode_response(&res).map_err(invalid)?;
+        self.write_frame(io, &body).await
+    }
+}

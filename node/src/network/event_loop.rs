@@ -1,0 +1,327 @@
+//! The task that owns the `Swarm`. It `select!`s over swarm events, client commands and a
+//! Kademlia random-walk timer; answers sync requests from the chunk store at once; validates
+//! gossip; and settles every pending request on success, failure or shutdown.
+
+use super::behaviour::{self, Behaviour, BehaviourEvent};
+use super::{Command, Event, NetStatus, NetworkConfig, RequestError, Traffic};
+use crate::store::ChunkStore;
+use futures::StreamExt;
+use libp2p::gossipsub::{self, MessageAcceptance};
+use libp2p::multiaddr::Protocol;
+use libp2p::request_response::{self, OutboundRequestId};
+use libp2p::swarm::SwarmEvent;
+use libp2p::{Multiaddr, PeerId, Swarm, identify, identity, mdns, noise, tcp, yamux};
+use murmur_protocol::codec::{decode_announce, encode_announce};
+use murmur_protocol::limits::MAX_CHUNK_RESPONSE_DATA;
+use murmur_protocol::{ChunkReply, Request, Response};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// How often Kademlia walks to a random key to find more peers.
+const RANDOM_WALK_EVERY: Duration = Duration::from_secs(30);
+
+/// The swarm's owner. Spawn [`EventLoop::run`].
+pub struct EventLoop {
+    swarm: Swarm<Behaviour>,
+    cfg: NetworkConfig,
+    store: ChunkStore,
+    commands: mpsc::Receiver<Command>,
+    events: mpsc::Sender<Event>,
+    pending: HashMap<OutboundRequestId, (PeerId, oneshot::Sender<Result<Response, RequestError>>)>,
+    topic: gossipsub::IdentTopic,
+}
+
+impl std::fmt::Debug for EventLoop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventLoop")
+            .field("peer_id", self.swarm.local_peer_id())
+            .finish_non_exhaustive()
+    }
+}
+
+impl EventLoop {
+    pub(super) fn new(
+        key: identity::Keypair,
+        cfg: NetworkConfig,
+        store: ChunkStore,
+        traffic: Arc<Traffic>,
+        commands: mpsc::Receiver<Command>,
+        events: mpsc::Sender<Event>,
+    ) -> anyhow::Result<Self> {
+        let behaviour_cfg = cfg.clone();
+        let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key)
+            .with_tokio()
+            .with_tcp(
+                tcp::Config::default().nodelay(true),
+                noise::Config::new,
+                yamux::Config::default,
+            )?
+            .with_quic()
+            .with_behaviour(|key| {
+                behaviour::build(key, &behaviour_cfg, traffic)
+                    .map_err(Box::<dyn std::error::Error + Send + Sync>::from)
+            })?
+            .with_swarm_config(|c| c.with_idle_connection_timeout(cfg.idle_timeout))
+            .build();
+        for addr in &cfg.listen {
+            swarm
+                .listen_on(addr.clone())
+                .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+        }
+        let topic = behaviour::announce_topic(&cfg.network_id);
+        Ok(Self {
+            swarm,
+            cfg,
+            store,
+            commands,
+            events,
+            pending: HashMap::new(),
+            topic,
+        })
+    }
+
+    /// Runs until every [`super::Client`] is dropped.
+    pub async fn run(mut self) {
+        self.bootstrap();
+        let mut walk = tokio::time::interval(RANDOM_WALK_EVERY);
+        loop {
+            tokio::select! {
+                event = self.swarm.select_next_some() => self.handle_event(event),
+                command = self.commands.recv() => match command {
+                    Some(c) => self.handle_command(c),
+                    None => break,
+                },
+                _ = walk.tick() => {
+                    if let Some(kad) = self.swarm.behaviour_mut().kad.as_mut() {
+                        kad.get_closest_peers(PeerId::random());
+                    }
+                }
+            }
+        }
+        for (_, (peer, reply)) in self.pending.drain() {
+            let _ = reply.send(Err(RequestError::Failed {
+                peer,
+                reason: "shutting down".into(),
+            }));
+        }
+    }
+
+    fn bootstrap(&mut self) {
+        for addr in self.cfg.bootstrap.clone() {
+            if let Some(Protocol::P2p(peer)) = addr.iter().last() {
+                let base: Multiaddr = addr
+                    .iter()
+                    .filter(|p| !matches!(p, Protocol::P2p(_)))
+                    .collect();
+                self.swarm.add_peer_address(peer, base.clone());
+                if let Some(kad) = self.swarm.behaviour_mut().kad.as_mut() {
+                    kad.add_address(&peer, base);
+                }
+            }
+            if let Err(e) = self.swarm.dial(addr.clone()) {
+                tracing::warn!(%addr, "cannot dial bootstrap peer: {e}");
+            }
+        }
+        if let Some(kad) = self.swarm.behaviour_mut().kad.as_mut() {
+            let _ = kad.bootstrap();
+        }
+    }
+
+    fn emit(&mut self, event: Event) {
+        if self.events.try_send(event).is_err() {
+            tracing::debug!("event queue full or closed; dropping an event");
+        }
+    }
+
+    fn learn_address(&mut self, peer: PeerId, addr: Multiaddr) {
+        self.swarm.add_peer_address(peer, addr.clone());
+        if let Some(kad) = self.swarm.behaviour_mut().kad.as_mut() {
+            kad.add_address(&peer, addr);
+        }
+    }
+
+    fn handle_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                tracing::info!(%address, peer_id = %self.swarm.local_peer_id(), "listening");
+                self.emit(Event::Listening(address));
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
+                propagation_source,
+                message_id,
+                message,
+            })) => self.handle_gossip(propagation_source, message_id, message),
+            SwarmEvent::Behaviour(BehaviourEvent::Sync(event)) => self.handle_sync(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
+                peer_id,
+                info,
+                ..
+            })) => {
+                for addr in info.listen_addrs {
+                    self.learn_address(peer_id, addr);
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
+                for (peer, addr) in found {
+                    self.learn_address(peer, addr.clone());
+                    if !self.swarm.is_connected(&peer) {
+                        let _ = self.swarm.dial(addr);
+                    }
+                }
+            }
+            SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+                tracing::debug!(%peer_id, "connected")
+            }
+            SwarmEvent::ConnectionClosed { peer_id, cause, .. } => {
+                tracing::debug!(%peer_id, ?cause, "disconnected")
+            }
+            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+                tracing::debug!(?peer_id, "dial failed: {error}");
+            }
+            _ => {}
+        }
+    }
+
+    fn handle_gossip(
+        &mut self,
+        source: PeerId,
+        id: gossipsub::MessageId,
+        message: gossipsub::Message,
+    ) {
+        let author = message.source.unwrap_or(source);
+        let (acceptance, event) = match decode_announce(&message.data) {
+            Ok(announce) => (
+                MessageAcceptance::Accept,
+                Event::Announce {
+                    from: author,
+                    announce: Box::new(announce),
+                },
+            ),
+            Err(e) => {
+                tracing::warn!(%author, %source, "rejected announcement: {e}");
+                (
+                    MessageAcceptance::Reject,
+                    Event::Rejected {
+                        from: author,
+                        reason: e.to_string(),
+                    },
+                )
+            }
+        };
+        self.swarm
+            .behaviour_mut()
+            .gossipsub
+            .report_message_validation_result(&id, &source, acceptance);
+        self.emit(event);
+    }
+
+    /// Answers from the store without waiting: a missing chunk is `NotHeld`, chunks past the
+    /// response budget are `OverBudget`.
+    fn serve(&self, request: Request) -> Response {
+        match request {
+            Request::Manifest(id) => Response::Manifest(self.store.manifest_bytes(&id)),
+            Request::Chunks(ids) => {
+                let mut budget = MAX_CHUNK_RESPONSE_DATA;
+                let replies = self
+                    .store
+                    .chunks(&ids)
+                    .into_iter()
+                    .map(|found| match found {
+                        None => ChunkReply::NotHeld,
+                        Some(data) if data.len() <= budget => {
+                            budget -= data.len();
+                            ChunkReply::Data(data)
+                        }
+                        Some(_) => ChunkReply::OverBudget,
+                    })
+                    .collect();
+                Response::Chunks(replies)
+            }
+        }
+    }
+
+    fn handle_sync(&mut self, event: request_response::Event<Request, Response>) {
+        match event {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request {
+                    request, channel, ..
+                } => {
+                    let response = self.serve(request);
+                    if self
+                        .swarm
+                        .behaviour_mut()
+                        .sync
+                        .send_response(channel, response)
+                        .is_err()
+                    {
+                        tracing::debug!(%peer, "could not answer: connection closed");
+                    }
+                }
+                request_response::Message::Response {
+                    request_id,
+                    response,
+                } => {
+                    if let Some((_, reply)) = self.pending.remove(&request_id) {
+                        let _ = reply.send(Ok(response));
+                    }
+                }
+            },
+            request_response::Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                if let Some((_, reply)) = self.pending.remove(&request_id) {
+                    let _ = reply.send(Err(RequestError::Failed {
+                        peer,
+                        reason: error.to_string(),
+                    }));
+                }
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, "inbound sync request failed: {error}");
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+
+    fn handle_command(&mut self, command: Command) {
+        match command {
+            Command::Publish { announce, reply } => {
+                let result = encode_announce(&announce)
+                    .map_err(|e| e.to_string())
+                    .and_then(|bytes| {
+                        let topic = self.topic.clone();
+                        self.swarm
+                            .behaviour_mut()
+                            .gossipsub
+                            .publish(topic, bytes)
+                            .map(|_| ())
+                            .map_err(|e| e.to_string())
+                    });
+                let _ = reply.send(result);
+            }
+            Command::Request {
+                peer,
+                request,
+                reply,
+            } => {
+                let id = self.swarm.behaviour_mut().sync.send_request(&peer, request);
+                self.pending.insert(id, (peer, reply));
+            }
+            Command::Dial { addr, reply } => {
+                let _ = reply.send(self.swarm.dial(addr).map_err(|e| e.to_string()));
+            }
+            Command::Status { reply } => {
+                let _ = reply.send(NetStatus {
+                    peer_id: Some(*self.swarm.local_peer_id()),
+                    listen_addrs: self.swarm.listeners().cloned().collect(),
+                    connected: self.swarm.connected_peers().copied().collect(),
+                });
+            }
+        }
+    }
+}

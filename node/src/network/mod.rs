@@ -1,0 +1,173 @@
+//! The network: one [`EventLoop`] task owns the libp2p `Swarm`; everything else holds a
+//! cheap [`Client`] that sends [`Command`]s carrying oneshot reply senders, and reads
+//! [`Event`]s from a bounded channel (rust-libp2p's file-sharing pattern).
+//!
+//! The loop never waits on the application: inbound manifest and chunk requests are answered
+//! at once from the [`ChunkStore`] handle, and gossip announcements are validated in place
+//! (decoded within limits and sanity-checked, then accepted or rejected). It owns the swarm
+//! and nothing else; it does not train, merge or touch the model.
+
+mod behaviour;
+pub mod codec;
+mod event_loop;
+
+pub use behaviour::{REQUEST_TIMEOUT, announce_topic};
+pub use codec::Traffic;
+pub use event_loop::EventLoop;
+
+use crate::store::ChunkStore;
+use libp2p::{Multiaddr, PeerId, identity};
+use murmur_protocol::{Announce, Request, Response};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// Commands waiting for the event loop. Senders wait when it is full: commands are never
+/// dropped, and the loop drains them between swarm events.
+const COMMAND_QUEUE: usize = 256;
+
+/// Events waiting for the node. Announcements arrive at most a few per second per peer; if
+/// the node falls this far behind, the oldest news is stale anyway and new events are dropped
+/// (counted) rather than stalling the swarm.
+const EVENT_QUEUE: usize = 1024;
+
+/// How the network is set up.
+#[derive(Debug, Clone)]
+pub struct NetworkConfig {
+    /// Namespaces the gossip topic and the protocol ids.
+    pub network_id: String,
+    pub listen: Vec<Multiaddr>,
+    /// Peers to dial at start (multiaddrs ending in `/p2p/<peer id>`).
+    pub bootstrap: Vec<Multiaddr>,
+    pub mdns: bool,
+    pub kademlia: bool,
+    pub max_connections: u32,
+    pub idle_timeout: Duration,
+}
+
+/// Something the network heard.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// A valid announcement, from its (signed) author.
+    Announce {
+        from: PeerId,
+        announce: Box<Announce>,
+    },
+    /// An announcement that failed validation (already rejected in gossipsub).
+    Rejected { from: PeerId, reason: String },
+    /// Listening on a new address.
+    Listening(Multiaddr),
+}
+
+/// A sync request that got no usable answer.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RequestError {
+    #[error("request to {peer} failed: {reason}")]
+    Failed { peer: PeerId, reason: String },
+    #[error("the network event loop has stopped")]
+    Stopped,
+}
+
+/// What the network looks like right now.
+#[derive(Debug, Clone, Default)]
+pub struct NetStatus {
+    pub peer_id: Option<PeerId>,
+    pub listen_addrs: Vec<Multiaddr>,
+    pub connected: Vec<PeerId>,
+}
+
+#[derive(Debug)]
+pub(crate) enum Command {
+    Publish {
+        announce: Box<Announce>,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    Request {
+        peer: PeerId,
+        request: Request,
+        reply: oneshot::Sender<Result<Response, RequestError>>,
+    },
+    Dial {
+        addr: Multiaddr,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    Status {
+        reply: oneshot::Sender<NetStatus>,
+    },
+}
+
+/// A handle to the event loop; clone it freely. The loop ends when every client is dropped.
+#[derive(Debug, Clone)]
+pub struct Client {
+    commands: mpsc::Sender<Command>,
+    local_peer_id: PeerId,
+}
+
+impl Client {
+    /// This node's peer id.
+    pub fn peer_id(&self) -> PeerId {
+        self.local_peer_id
+    }
+
+    async fn call<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Option<T> {
+        let (tx, rx) = oneshot::channel();
+        self.commands.send(make(tx)).await.ok()?;
+        rx.await.ok()
+    }
+
+    /// Publishes an announcement on the network's topic.
+    pub async fn publish(&self, announce: Announce) -> Result<(), String> {
+        self.call(|reply| Command::Publish {
+            announce: Box::new(announce),
+            reply,
+        })
+        .await
+        .unwrap_or_else(|| Err("network stopped".into()))
+    }
+
+    /// Sends a sync request to `peer` (dialing it if needed) and waits for the answer.
+    pub async fn request(&self, peer: PeerId, request: Request) -> Result<Response, RequestError> {
+        self.call(|reply| Command::Request {
+            peer,
+            request,
+            reply,
+        })
+        .await
+        .unwrap_or(Err(RequestError::Stopped))
+    }
+
+    /// Dials an address.
+    pub async fn dial(&self, addr: Multiaddr) -> Result<(), String> {
+        self.call(|reply| Command::Dial { addr, reply })
+            .await
+            .unwrap_or_else(|| Err("network stopped".into()))
+    }
+
+    /// Listen addresses and connected peers.
+    pub async fn status(&self) -> NetStatus {
+        self.call(|reply| Command::Status { reply })
+            .await
+            .unwrap_or_default()
+    }
+}
+
+/// Builds the swarm for `key` and returns the client, the event stream and the loop to spawn.
+pub fn new(
+    key: identity::Keypair,
+    cfg: NetworkConfig,
+    store: ChunkStore,
+    traffic: Arc<Traffic>,
+) -> anyhow::Result<(Client, mpsc::Receiver<Event>, EventLoop)> {
+    let local_peer_id = key.public().to_peer_id();
+    let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
+    let (event_tx, events) = mpsc::channel(EVENT_QUEUE);
+    let event_loop = EventLoop::new(key, cfg, store, traffic, command_rx, event_tx)?;
+    Ok((
+        Client {
+            commands,
+            local_peer_id,
+        },
+        events,
+        event_loop,
+    ))
+}

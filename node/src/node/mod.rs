@@ -1,0 +1,559 @@
+//! A running murmur node: wires the training thread, the network event loop, the chunk
+//! store and the averaging policy together, and publishes a [`NodeStatus`] snapshot.
+//!
+//! Data flow of one round: the training thread finishes K local steps and publishes its
+//! weights → the node task snapshots them into chunks (unchanged chunks are reused by the
+//! store), checkpoints them atomically and announces the new `ManifestId` over gossip → if no
+//! averaging is running, it picks `fanout` fresh peers at random (the pure
+//! [`crate::averaging::policy`]) and a background task fetches their models chunk by chunk
+//! and hands a merge to the training thread, which applies it at its next step boundary.
+//!
+//! The node task owns the per-peer announcement table and the version counter; it never
+//! touches the swarm (only the network [`Client`]) nor the model (only the trainer's queue).
+
+mod status;
+
+pub use status::{NodeStatus, PeerView};
+
+use crate::averaging::fetch::{self, ErrorBudgets, FetchLimits};
+use crate::averaging::policy::{Known, Policy};
+use crate::data::{self, DatasetName, Partition, ShardSpec};
+use crate::metrics::Counters;
+use crate::network::{self, Client, Event, NetworkConfig, Traffic};
+use crate::store::{ChunkStore, checkpoint};
+use crate::train::worker::{RoundPolicy, RoundResult, ToTrainer, TrainerHandle};
+use crate::train::{TrainConfig, Trainer};
+use anyhow::Context;
+use libp2p::PeerId;
+use murmur_protocol::projection::project;
+use murmur_protocol::{Announce, ManifestId, MetricsSummary, Snapshot};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Everything a node needs to start.
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    pub data_dir: PathBuf,
+    pub network: NetworkConfig,
+    pub dataset: DatasetName,
+    pub dataset_dir: Option<PathBuf>,
+    pub partition: Partition,
+    pub shard: ShardSpec,
+    pub train: TrainConfig,
+    pub round: RoundPolicy,
+    pub policy: Policy,
+    pub chunk_size: u32,
+    pub fetch: FetchLimits,
+    pub error_budget: u32,
+    pub store_budget_bytes: u64,
+}
+
+/// A started node. Dropping it stops it (prefer [`RunningNode::shutdown`]).
+#[derive(Debug)]
+#[must_use = "dropping a RunningNode stops it"]
+pub struct RunningNode {
+    pub peer_id: PeerId,
+    pub client: Client,
+    pub status: watch::Receiver<NodeStatus>,
+    pub store: ChunkStore,
+    stop: watch::Sender<bool>,
+    task: Option<JoinHandle<()>>,
+    network: Option<JoinHandle<()>>,
+}
+
+impl RunningNode {
+    /// The latest status snapshot.
+    pub fn snapshot(&self) -> NodeStatus {
+        self.status.borrow().clone()
+    }
+
+    /// Stops training and networking and waits for both.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+        if let Some(net) = self.network.take() {
+            net.abort();
+            let _ = net.await;
+        }
+    }
+}
+
+impl Drop for RunningNode {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        if let Some(net) = self.network.take() {
+            net.abort();
+        }
+    }
+}
+
+/// Starts a node: loads data, identity and checkpoint, binds the network, starts training.
+pub async fn start(opts: NodeOptions) -> anyhow::Result<RunningNode> {
+    std::fs::create_dir_all(&opts.data_dir)
+        .with_context(|| format!("creating data dir {}", opts.data_dir.display()))?;
+    let key = crate::identity::load_or_create(&opts.data_dir)?;
+    let peer_id = key.public().to_peer_id();
+
+    let dataset = data::load(opts.dataset, opts.dataset_dir.as_deref())
+        .with_context(|| format!("loading dataset {}", opts.dataset))?;
+    let indices = opts
+        .shard
+        .indices(
+            &dataset.train.labels,
+            dataset.classes,
+            &opts.partition,
+            opts.train.seed,
+        )
+        .with_context(|| {
+            format!(
+                "taking shard {} of {} with {}",
+                opts.shard.index, opts.shard.count, opts.partition
+            )
+        })?;
+    let train = dataset.train.subset(&indices);
+    let mut trainer = Trainer::new(
+        &opts.train,
+        dataset.shape,
+        dataset.classes,
+        train,
+        dataset.test.clone(),
+    )
+    .context("building the model")?;
+
+    let ck_path = checkpoint::checkpoint_path(&opts.data_dir);
+    let checkpoint = checkpoint::load(&ck_path)
+        .with_context(|| format!("loading checkpoint {}", ck_path.display()))?;
+    let mut version = 0;
+    if let Some(ck) = &checkpoint {
+        trainer.import(&ck.params).with_context(|| {
+            format!(
+                "resuming from {} (was the model changed?)",
+                ck_path.display()
+            )
+        })?;
+        trainer.set_samples_seen(ck.samples);
+        version = ck.version;
+        tracing::info!(version, samples = ck.samples, manifest = %ck.manifest_id.short(), "resumed from checkpoint");
+    }
+
+    let store = ChunkStore::new(opts.store_budget_bytes);
+    let traffic = Arc::new(Traffic::default());
+    let counters = Arc::new(Counters::default());
+    let (client, events, event_loop) =
+        network::new(key, opts.network.clone(), store.clone(), traffic.clone())?;
+    let network = tokio::spawn(event_loop.run());
+    let trainer = TrainerHandle::spawn(trainer, opts.round, counters.clone())
+        .context("starting the training thread")?;
+
+    let (status_tx, status) = watch::channel(NodeStatus {
+        peer_id: peer_id.to_string(),
+        network_id: opts.network.network_id.clone(),
+        version,
+        resumed: checkpoint.is_some(),
+        ..NodeStatus::default()
+    });
+    let (stop, stop_rx) = watch::channel(false);
+    let budgets = ErrorBudgets::new(opts.error_budget);
+    let state = NodeTask {
+        opts,
+        peer_id,
+        client: client.clone(),
+        store: store.clone(),
+        counters,
+        traffic,
+        budgets,
+        known: HashMap::new(),
+        version,
+        own: None,
+        started: Instant::now(),
+        rng: ChaCha8Rng::from_os_rng(),
+        status: status_tx,
+        adopted: checkpoint.is_some(),
+    };
+    let task = tokio::spawn(state.run(trainer, events, stop_rx));
+    Ok(RunningNode {
+        peer_id,
+        client,
+        status,
+        store,
+        stop,
+        task: Some(task),
+        network: Some(network),
+    })
+}
+
+/// The latest announcement of one peer.
+#[derive(Debug, Clone)]
+struct Heard {
+    announce: Announce,
+    at: Instant,
+}
+
+/// This node's current model, as announced.
+#[derive(Debug, Clone)]
+struct Own {
+    manifest: ManifestId,
+    samples: u64,
+    accuracy: f32,
+    loss: f32,
+    projection: Vec<f32>,
+}
+
+struct NodeTask {
+    opts: NodeOptions,
+    peer_id: PeerId,
+    client: Client,
+    store: ChunkStore,
+    counters: Arc<Counters>,
+    traffic: Arc<Traffic>,
+    budgets: ErrorBudgets,
+    known: HashMap<PeerId, Heard>,
+    version: u64,
+    own: Option<Own>,
+    started: Instant,
+    rng: ChaCha8Rng,
+    status: watch::Sender<NodeStatus>,
+    /// True once this node has a model of the network's (resumed, adopted or merged): a
+    /// fresh node adopts the freshest announced model instead of averaging with it.
+    adopted: bool,
+}
+
+/// How often the status snapshot is refreshed between events.
+const STATUS_EVERY: Duration = Duration::from_millis(500);
+
+impl NodeTask {
+    async fn run(
+        mut self,
+        trainer: TrainerHandle,
+        mut events: tokio::sync::mpsc::Receiver<Event>,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let mut rounds = trainer.rounds.clone();
+        let mut averaging: Option<JoinHandle<()>> = None;
+        let mut tick = tokio::time::interval(STATUS_EVERY);
+        loop {
+            tokio::select! {
+                _ = stop.changed() => break,
+                Some(event) = events.recv() => self.on_event(event),
+                changed = rounds.changed() => {
+                    if changed.is_err() {
+                        tracing::error!("training thread stopped");
+                        break;
+                    }
+                    let round = rounds.borrow_and_update().clone();
+                    if let Some(round) = round
+                        && let Err(e) = self.on_round(&round).await
+                    {
+                        tracing::error!("round {}: {e:#}", round.round);
+                    }
+                    if averaging.as_ref().is_none_or(|t| t.is_finished()) {
+                        averaging = self.start_averaging(&trainer);
+                    }
+                }
+                _ = tick.tick() => {
+                    if !trainer.is_running() {
+                        tracing::error!("training thread ended");
+                        break;
+                    }
+                    self.publish_status().await;
+                }
+            }
+        }
+        if let Some(task) = averaging {
+            task.abort();
+        }
+        if let Err(e) = trainer.stop() {
+            tracing::error!("training thread: {e}");
+        }
+    }
+
+    fn on_event(&mut self, event: Event) {
+        match event {
+            Event::Announce { from, announce } => {
+                if from == self.peer_id {
+                    return;
+                }
+                self.store.touch(&announce.manifest);
+                self.known.insert(
+                    from,
+                    Heard {
+                        announce: *announce,
+                        at: Instant::now(),
+                    },
+                );
+            }
+            Event::Rejected { from, reason } => {
+                Counters::inc(&self.counters.announces_rejected);
+                self.budgets.charge(from);
+                tracing::debug!(%from, "announcement rejected: {reason}");
+            }
+            Event::Listening(_) => {}
+        }
+    }
+
+    async fn on_round(&mut self, round: &RoundResult) -> anyhow::Result<()> {
+        self.version += 1;
+        Counters::inc(&self.counters.rounds);
+        let params = round.params.clone();
+        let chunk_size = self.opts.chunk_size;
+        let seed = self.opts.network.network_id.clone();
+        let (snapshot, projection) = tokio::task::spawn_blocking(move || {
+            let projection = project(params.values(), seed.as_bytes());
+            Snapshot::from_params(params, chunk_size).map(|s| (s, projection))
+        })
+        .await??;
+        let stats = self.store.insert_own(&snapshot);
+        tracing::debug!(
+            version = self.version,
+            new = stats.new_chunks,
+            reused = stats.reused_chunks,
+            "snapshot"
+        );
+        let path = checkpoint::checkpoint_path(&self.opts.data_dir);
+        let (version, samples) = (self.version, round.samples);
+        let snap = snapshot.clone();
+        tokio::task::spawn_blocking(move || checkpoint::save(&path, version, samples, &snap))
+            .await??;
+
+        self.own = Some(Own {
+            manifest: snapshot.id,
+            samples: round.samples,
+            accuracy: round.eval.accuracy,
+            loss: round.eval.loss,
+            projection: projection.clone(),
+        });
+        let counters = self.counters.snapshot(&self.traffic);
+        let net = self.client.status().await;
+        let announce = Announce {
+            manifest: snapshot.id,
+            version: self.version,
+            samples: round.samples,
+            metrics: MetricsSummary {
+                accuracy: round.eval.accuracy.clamp(0.0, 1.0),
+                loss: if round.eval.loss.is_finite() {
+                    round.eval.loss.max(0.0)
+                } else {
+                    0.0
+                },
+                merges: counters.merges,
+                bytes_sent: counters.bytes_sent,
+                bytes_received: counters.bytes_received,
+            },
+            projection,
+            neighbours: net
+                .connected
+                .iter()
+                .take(murmur_protocol::limits::MAX_ANNOUNCED_NEIGHBOURS)
+                .map(|p| bytes::Bytes::from(p.to_bytes()))
+                .collect(),
+        };
+        if let Err(e) = self.client.publish(announce).await {
+            // Nobody subscribed yet (alone, or the mesh is still forming): not an error.
+            tracing::debug!("announce not published: {e}");
+        }
+        tracing::info!(
+            version = self.version,
+            accuracy = format!("{:.4}", round.eval.accuracy),
+            loss = format!("{:.4}", round.eval.loss),
+            samples = round.samples,
+            manifest = %snapshot.id.short(),
+            "round"
+        );
+        self.publish_status().await;
+        Ok(())
+    }
+
+    /// Peers with their latest announcement, as the policy sees them.
+    fn known(&self) -> Vec<Known<PeerId>> {
+        let now = self.started.elapsed();
+        self.known
+            .iter()
+            .map(|(peer, h)| Known {
+                peer: *peer,
+                manifest: h.announce.manifest,
+                version: h.announce.version,
+                samples: h.announce.samples,
+                seen_at: now.saturating_sub(h.at.elapsed()),
+            })
+            .collect()
+    }
+
+    /// Peers whose latest announcement names `id`.
+    fn holders(&self, id: &ManifestId, first: PeerId) -> Vec<PeerId> {
+        let mut holders = vec![first];
+        holders.extend(
+            self.known
+                .iter()
+                .filter(|(p, h)| **p != first && h.announce.manifest == *id)
+                .map(|(p, _)| *p),
+        );
+        holders
+    }
+
+    fn start_averaging(&mut self, trainer: &TrainerHandle) -> Option<JoinHandle<()>> {
+        let own = self.own.clone()?;
+        let known = self.known();
+        let now = self.started.elapsed();
+        let avoid: Vec<PeerId> = known
+            .iter()
+            .map(|k| k.peer)
+            .filter(|p| self.budgets.exhausted(p))
+            .collect();
+        let adopt = !self.adopted;
+        let chosen: Vec<Known<PeerId>> = if adopt {
+            // A fresh node joining a network that has moved on takes the freshest model.
+            let freshest = known
+                .iter()
+                .filter(|k| {
+                    now.saturating_sub(k.seen_at) <= self.opts.policy.freshness && k.version > 1
+                })
+                .max_by_key(|k| k.version)
+                .cloned();
+            if freshest.is_none() {
+                self.adopted = self.version > 1;
+            }
+            freshest.into_iter().collect()
+        } else {
+            self.opts
+                .policy
+                .choose(&known, Some(&own.manifest), &avoid, now, &mut self.rng)
+                .into_iter()
+                .cloned()
+                .collect()
+        };
+        if chosen.is_empty() {
+            return None;
+        }
+        let jobs: Vec<(Known<PeerId>, Vec<PeerId>)> = chosen
+            .into_iter()
+            .map(|k| {
+                let holders = self.holders(&k.manifest, k.peer);
+                (k, holders)
+            })
+            .collect();
+        let (client, store, budgets, counters) = (
+            self.client.clone(),
+            self.store.clone(),
+            self.budgets.clone(),
+            self.counters.clone(),
+        );
+        let (limits, policy, merges) = (
+            self.opts.fetch,
+            self.opts.policy.clone(),
+            trainer.merges.clone(),
+        );
+        if adopt {
+            self.adopted = true;
+        }
+        Some(tokio::spawn(async move {
+            let started = Instant::now();
+            let results = futures::future::join_all(jobs.iter().map(|(k, holders)| {
+                fetch::fetch(&client, &store, k.manifest, holders, &budgets, limits)
+            }))
+            .await;
+            let mut partners = Vec::new();
+            let mut samples = Vec::new();
+            for ((k, _), result) in jobs.iter().zip(results) {
+                match result {
+                    Ok(f) if f.params.all_finite() => {
+                        Counters::add(&counters.chunks_fetched, f.chunks_fetched as u64);
+                        Counters::add(&counters.chunks_reused, f.chunks_reused as u64);
+                        tracing::debug!(peer = %k.peer, fetched = f.chunks_fetched, reused = f.chunks_reused, "fetched model {}", k.manifest.short());
+                        partners.push(f.params);
+                        samples.push(k.samples);
+                    }
+                    Ok(_) => {
+                        Counters::inc(&counters.merges_rejected);
+                        tracing::warn!(peer = %k.peer, "model {} holds non-finite values; not merged", k.manifest.short());
+                    }
+                    Err(e) => {
+                        Counters::inc(&counters.fetch_failures);
+                        tracing::warn!(peer = %k.peer, "fetch failed: {e}");
+                    }
+                }
+            }
+            if partners.is_empty() {
+                return;
+            }
+            let message = if adopt {
+                partners.truncate(1);
+                partners.pop().map(ToTrainer::Adopt)
+            } else {
+                let weights = policy.weights(own.samples, &samples);
+                Some(ToTrainer::Merge { partners, weights })
+            };
+            if let Some(message) = message {
+                let _ = merges.send(message).await;
+            }
+            tracing::debug!(
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "averaging done"
+            );
+        }))
+    }
+
+    async fn publish_status(&self) {
+        let net = self.client.status().await;
+        let counters = self.counters.snapshot(&self.traffic);
+        let fresh = self.opts.policy.freshness * 4;
+        let peers: Vec<PeerView> = self
+            .known
+            .iter()
+            .filter(|(_, h)| h.at.elapsed() <= fresh)
+            .map(|(p, h)| PeerView {
+                peer_id: p.to_string(),
+                manifest: h.announce.manifest.to_hex(),
+                version: h.announce.version,
+                samples: h.announce.samples,
+                accuracy: h.announce.metrics.accuracy,
+                loss: h.announce.metrics.loss,
+                merges: h.announce.metrics.merges,
+                bytes_sent: h.announce.metrics.bytes_sent,
+                bytes_received: h.announce.metrics.bytes_received,
+                last_seen_secs: h.at.elapsed().as_secs_f64(),
+                neighbours: h
+                    .announce
+                    .neighbours
+                    .iter()
+                    .filter_map(|b| PeerId::from_bytes(b).ok())
+                    .map(|p| p.to_string())
+                    .collect(),
+            })
+            .collect();
+        let own = self.own.as_ref();
+        let mut projections: Vec<&[f32]> = self
+            .known
+            .values()
+            .filter(|h| h.at.elapsed() <= fresh)
+            .map(|h| h.announce.projection.as_slice())
+            .collect();
+        if let Some(o) = own {
+            projections.push(&o.projection);
+        }
+        let status = NodeStatus {
+            peer_id: self.peer_id.to_string(),
+            network_id: self.opts.network.network_id.clone(),
+            listen_addrs: net.listen_addrs.iter().map(|a| a.to_string()).collect(),
+            connected: net.connected.iter().map(|p| p.to_string()).collect(),
+            version: self.version,
+            manifest: own.map(|o| o.manifest.to_hex()).unwrap_or_default(),
+            accuracy: own.map_or(0.0, |o| o.accuracy),
+            loss: own.map_or(0.0, |o| o.loss),
+            samples: own.map_or(0, |o| o.samples),
+            uptime_secs: self.started.elapsed().as_secs_f64(),
+            resumed: self.status.borrow().resumed,
+            counters,
+            peers,
+            consensus_distance: murmur_protocol::projection::consensus_distance(projections),
+        };
+        self.status.send_replace(status);
+    }
+}

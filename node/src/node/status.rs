@@ -1,0 +1,47 @@
+//! What a running node publishes about itself and about the peers it hears from: plain data,
+//! written only by the node task and read (as a snapshot) by the HTTP API and the tests.
+
+use crate::metrics::CounterSnapshot;
+use serde::Serialize;
+
+/// One peer as seen through its latest announcement.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct PeerView {
+    pub peer_id: String,
+    pub manifest: String,
+    pub version: u64,
+    pub samples: u64,
+    pub accuracy: f32,
+    pub loss: f32,
+    pub merges: u64,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    /// Seconds since the announcement arrived.
+    pub last_seen_secs: f64,
+    pub neighbours: Vec<String>,
+}
+
+/// The node's own state.
+#[derive(Debug, Clone, Serialize, Default, PartialEq)]
+pub struct NodeStatus {
+    pub peer_id: String,
+    pub network_id: String,
+    pub listen_addrs: Vec<String>,
+    pub connected: Vec<String>,
+    /// Model version counter (rounds, continued across restarts).
+    pub version: u64,
+    /// Id of the current announced model (hex), empty before the first round.
+    pub manifest: String,
+    pub accuracy: f32,
+    pub loss: f32,
+    pub samples: u64,
+    pub uptime_secs: f64,
+    /// True once the node resumed from a checkpoint at start.
+    pub resumed: bool,
+    pub counters: CounterSnapshot,
+    /// Peers heard from recently (not this node).
+    pub peers: Vec<PeerView>,
+    /// Mean squared distance of every known model to their mean, estimated from the
+    /// announced projections (this node included); `None` with fewer than two models.
+    pub consensus_distance: Option<f64>,
+}

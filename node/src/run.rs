@@ -1,0 +1,159 @@
+//! `murmur run`: one peer, from a config file with command-line overrides. Loads and checks
+//! the config, starts the node and its dashboard, prints where they are, and shuts down
+//! cleanly on Ctrl-C or SIGTERM.
+
+use crate::averaging::fetch::FetchLimits;
+use crate::averaging::policy::{self, Policy};
+use crate::config::{self, NodeConfig};
+use crate::data::ShardSpec;
+use crate::network::NetworkConfig;
+use crate::node::{self, NodeOptions};
+use crate::train::worker::RoundPolicy;
+use anyhow::Context;
+use libp2p::Multiaddr;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Arguments of `murmur run`. Flags override the config file's keys of the same name.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    /// Peer config file (see `murmur init` and docs/config.md). Without one, defaults apply.
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// Overrides `data_dir`.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Overrides `network_id`.
+    #[arg(long)]
+    pub network_id: Option<String>,
+    /// Overrides `network.listen` (repeat for several addresses).
+    #[arg(long)]
+    pub listen: Vec<Multiaddr>,
+    /// Overrides `network.bootstrap` (repeat for several peers).
+    #[arg(long)]
+    pub bootstrap: Vec<Multiaddr>,
+    /// Overrides `training.shard` (`i/n`).
+    #[arg(long)]
+    pub shard: Option<ShardSpec>,
+    /// Overrides `training.threads`.
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Overrides `dashboard.listen`.
+    #[arg(long)]
+    pub dashboard_listen: Option<SocketAddr>,
+}
+
+impl RunArgs {
+    /// The config file with the flags applied, validated.
+    pub fn load(&self) -> anyhow::Result<NodeConfig> {
+        let mut cfg = match &self.config {
+            Some(path) => NodeConfig::load(path)?,
+            None => NodeConfig::default(),
+        };
+        if let Some(d) = &self.data_dir {
+            cfg.data_dir = d.clone();
+        }
+        if let Some(n) = &self.network_id {
+            cfg.network_id = n.clone();
+        }
+        if !self.listen.is_empty() {
+            cfg.network.listen = self.listen.clone();
+        }
+        if !self.bootstrap.is_empty() {
+            cfg.network.bootstrap = self.bootstrap.clone();
+        }
+        if let Some(s) = self.shard {
+            cfg.training.shard = s;
+        }
+        if let Some(t) = self.threads {
+            cfg.training.threads = t;
+        }
+        if let Some(l) = self.dashboard_listen {
+            cfg.dashboard.listen = l;
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// The compute threads this run will use (0 = one per core), for setting up the thread
+    /// pools before anything else runs. A config that does not load yields 0 here and its
+    /// error later.
+    pub fn threads(&self) -> usize {
+        self.threads
+            .or_else(|| self.load().ok().map(|c| c.training.threads))
+            .unwrap_or(0)
+    }
+}
+
+/// The node options a config describes.
+pub fn options(cfg: &NodeConfig) -> NodeOptions {
+    let (t, a) = (&cfg.training, &cfg.averaging);
+    NodeOptions {
+        data_dir: cfg.data_dir.clone(),
+        network: NetworkConfig {
+            network_id: cfg.network_id.clone(),
+            listen: cfg.network.listen.clone(),
+            bootstrap: cfg.network.bootstrap.clone(),
+            mdns: cfg.network.mdns,
+            kademlia: cfg.network.kademlia,
+            max_connections: cfg.network.max_connections,
+            idle_timeout: cfg.network.idle_timeout(),
+        },
+        dataset: t.dataset,
+        dataset_dir: t.data_dir().map(|p| p.to_path_buf()),
+        partition: t.partition,
+        shard: t.shard,
+        train: t.train_config(),
+        round: RoundPolicy {
+            steps: a.round_steps as u64,
+            max_time: a.round_time_limit(),
+        },
+        policy: Policy {
+            fanout: a.fanout,
+            freshness: a.freshness(),
+            weighting: match a.weighting {
+                config::Weighting::Samples => policy::Weighting::Samples,
+                config::Weighting::Uniform => policy::Weighting::Uniform,
+            },
+        },
+        chunk_size: a.chunk_size,
+        fetch: FetchLimits {
+            per_peer_inflight: a.max_inflight_per_peer,
+            deadline: a.fetch_timeout(),
+        },
+        error_budget: a.error_budget,
+        store_budget_bytes: cfg.store.memory_budget_bytes(),
+    }
+}
+
+/// Runs one peer until Ctrl-C or SIGTERM.
+pub async fn run(args: &RunArgs) -> anyhow::Result<()> {
+    let cfg = args.load()?;
+    let node = node::start(options(&cfg))
+        .await
+        .context("starting the node")?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let dashboard = crate::api::serve(cfg.dashboard.listen, node.status.clone(), stop_rx).await?;
+    println!("peer {} on network {}", node.peer_id, cfg.network_id);
+    println!("dashboard: http://{dashboard}/");
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    node.shutdown().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}

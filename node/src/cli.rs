@@ -21,6 +21,8 @@ pub struct Cli {
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Start N peers on this machine and watch them converge.
+    Testnet(crate::testnet::TestnetArgs),
     /// Write a commented peer.toml with every key at its default.
     Init(crate::init::InitArgs),
     /// Run one peer of a network (config file + flag overrides).
@@ -38,7 +40,7 @@ impl Command {
         match self {
             Command::Train(args) => args.threads,
             Command::Run(args) => args.threads(),
-            Command::Init(_) => 0,
+            Command::Init(_) | Command::Testnet(_) => 0,
             Command::Bench(_) => 0,
         }
     }
@@ -55,6 +57,15 @@ pub enum BenchCommand {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Init(args) => crate::init::run(&args),
+        Command::Testnet(args) => {
+            let summary = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?
+                .block_on(crate::testnet::run(&args))?;
+            summary.print(args.json);
+            Ok(())
+        }
         Command::Run(args) => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()

@@ -28,4 +28,5 @@ pub mod network;
 pub mod node;
 pub mod run;
 pub mod store;
+pub mod testnet;
 pub mod train;

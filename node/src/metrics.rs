@@ -24,7 +24,7 @@ pub struct Counters {
 }
 
 /// A point-in-time copy of [`Counters`], plus the traffic totals.
-#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct CounterSnapshot {
     pub rounds: u64,
     pub merges: u64,

@@ -41,6 +41,10 @@ pub struct RunArgs {
     /// Overrides `dashboard.listen`.
     #[arg(long)]
     pub dashboard_listen: Option<SocketAddr>,
+    /// Shut down when standard input closes: `murmur testnet` holds every child's stdin, so
+    /// its peers stop with it however it ends.
+    #[arg(long, hide = true)]
+    pub exit_with_parent: bool,
 }
 
 impl RunArgs {
@@ -136,11 +140,25 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<()> {
     let dashboard = crate::api::serve(cfg.dashboard.listen, node.status.clone(), stop_rx).await?;
     println!("peer {} on network {}", node.peer_id, cfg.network_id);
     println!("dashboard: http://{dashboard}/");
-    shutdown_signal().await;
+    if args.exit_with_parent {
+        tokio::select! {
+            _ = shutdown_signal() => {}
+            _ = stdin_closed() => tracing::info!("parent gone"),
+        }
+    } else {
+        shutdown_signal().await;
+    }
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     node.shutdown().await;
     Ok(())
+}
+
+async fn stdin_closed() {
+    use tokio::io::AsyncReadExt;
+    let mut stdin = tokio::io::stdin();
+    let mut buf = [0u8; 64];
+    while matches!(stdin.read(&mut buf).await, Ok(n) if n > 0) {}
 }
 
 async fn shutdown_signal() {

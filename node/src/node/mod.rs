@@ -177,6 +177,9 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<RunningNode> {
         rng: ChaCha8Rng::from_os_rng(),
         status: status_tx,
         adopted: checkpoint.is_some(),
+        last_announce: None,
+        last_checkpoint: None,
+        merged: HashMap::new(),
     };
     let task = tokio::spawn(state.run(trainer, events, stop_rx));
     Ok(RunningNode {
@@ -224,10 +227,22 @@ struct NodeTask {
     /// True once this node has a model of the network's (resumed, adopted or merged): a
     /// fresh node adopts the freshest announced model instead of averaging with it.
     adopted: bool,
+    last_announce: Option<Instant>,
+    last_checkpoint: Option<Instant>,
+    /// The last model taken from each peer: the same model is not merged twice.
+    merged: HashMap<PeerId, ManifestId>,
 }
 
 /// How often the status snapshot is refreshed between events.
 const STATUS_EVERY: Duration = Duration::from_millis(500);
+
+/// Least time between two announced models. A small model on a fast core finishes a round in
+/// a few milliseconds; announcing each would flood gossip with models nobody has time to
+/// fetch. Rounds finished sooner are skipped (training goes on; the next one is announced).
+const MIN_ANNOUNCE_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Least time between two checkpoints (each is written and fsynced in full).
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(2);
 
 impl NodeTask {
     async fn run(
@@ -249,12 +264,14 @@ impl NodeTask {
                         break;
                     }
                     let round = rounds.borrow_and_update().clone();
-                    if let Some(round) = round
-                        && let Err(e) = self.on_round(&round).await
-                    {
-                        tracing::error!("round {}: {e:#}", round.round);
-                    }
-                    if averaging.as_ref().is_none_or(|t| t.is_finished()) {
+                    let announced = match round {
+                        Some(round) => self.on_round(&round).await.unwrap_or_else(|e| {
+                            tracing::error!("round {}: {e:#}", round.round);
+                            false
+                        }),
+                        None => false,
+                    };
+                    if announced && averaging.as_ref().is_none_or(|t| t.is_finished()) {
                         averaging = self.start_averaging(&trainer);
                     }
                 }
@@ -299,7 +316,15 @@ impl NodeTask {
         }
     }
 
-    async fn on_round(&mut self, round: &RoundResult) -> anyhow::Result<()> {
+    /// Snapshots, checkpoints and announces a finished round; false if it was skipped.
+    async fn on_round(&mut self, round: &RoundResult) -> anyhow::Result<bool> {
+        if self
+            .last_announce
+            .is_some_and(|t| t.elapsed() < MIN_ANNOUNCE_INTERVAL)
+        {
+            return Ok(false);
+        }
+        self.last_announce = Some(Instant::now());
         self.version += 1;
         Counters::inc(&self.counters.rounds);
         let params = round.params.clone();
@@ -317,11 +342,17 @@ impl NodeTask {
             reused = stats.reused_chunks,
             "snapshot"
         );
-        let path = checkpoint::checkpoint_path(&self.opts.data_dir);
-        let (version, samples) = (self.version, round.samples);
-        let snap = snapshot.clone();
-        tokio::task::spawn_blocking(move || checkpoint::save(&path, version, samples, &snap))
-            .await??;
+        if self
+            .last_checkpoint
+            .is_none_or(|t| t.elapsed() >= CHECKPOINT_EVERY)
+        {
+            self.last_checkpoint = Some(Instant::now());
+            let path = checkpoint::checkpoint_path(&self.opts.data_dir);
+            let (version, samples) = (self.version, round.samples);
+            let snap = snapshot.clone();
+            tokio::task::spawn_blocking(move || checkpoint::save(&path, version, samples, &snap))
+                .await??;
+        }
 
         self.own = Some(Own {
             manifest: snapshot.id,
@@ -368,14 +399,15 @@ impl NodeTask {
             "round"
         );
         self.publish_status().await;
-        Ok(())
+        Ok(true)
     }
 
-    /// Peers with their latest announcement, as the policy sees them.
+    /// Peers with a model this node has not merged yet, as the policy sees them.
     fn known(&self) -> Vec<Known<PeerId>> {
         let now = self.started.elapsed();
         self.known
             .iter()
+            .filter(|(p, h)| self.merged.get(*p) != Some(&h.announce.manifest))
             .map(|(peer, h)| Known {
                 peer: *peer,
                 manifest: h.announce.manifest,
@@ -452,6 +484,9 @@ impl NodeTask {
         );
         if adopt {
             self.adopted = true;
+        }
+        for (k, _) in &jobs {
+            self.merged.insert(k.peer, k.manifest);
         }
         Some(tokio::spawn(async move {
             let started = Instant::now();

@@ -2,10 +2,10 @@
 //! written only by the node task and read (as a snapshot) by the HTTP API and the tests.
 
 use crate::metrics::CounterSnapshot;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// One peer as seen through its latest announcement.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct PeerView {
     pub peer_id: String,
     pub manifest: String,
@@ -22,7 +22,7 @@ pub struct PeerView {
 }
 
 /// The node's own state.
-#[derive(Debug, Clone, Serialize, Default, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
 pub struct NodeStatus {
     pub peer_id: String,
     pub network_id: String,

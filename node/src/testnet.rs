@@ -1,0 +1,356 @@
+//! `murmur testnet`: N peers of this binary on this machine, one process each, with
+//! generated config files (peer i on shard i/N, bootstrapped from peer 0). Shows live progress
+//! from the peers' `/api/status`, stops every child when done or on Ctrl-C (children also stop
+//! when this process dies: each watches the stdin pipe this process holds), and prints a
+//! per-peer summary, or with `--json` one JSON line.
+
+use crate::config::{NodeConfig, template};
+use crate::data::{DatasetName, Partition, ShardSpec};
+use crate::model::ModelKind;
+use crate::node::NodeStatus;
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, Command};
+
+/// How often the peers are polled.
+const POLL_EVERY: Duration = Duration::from_millis(1000);
+/// How long a peer may take to stop after its stdin closes before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+/// Largest status response read from a peer.
+const MAX_STATUS_BYTES: usize = 4 << 20;
+
+/// Arguments of `murmur testnet`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TestnetArgs {
+    /// Number of peers.
+    #[arg(long, default_value_t = 8)]
+    pub peers: usize,
+    #[arg(long, default_value = "digits")]
+    pub dataset: DatasetName,
+    #[arg(long, default_value = "mlp")]
+    pub model: ModelKind,
+    #[arg(long, default_value = "iid")]
+    pub partition: Partition,
+    /// Stop after this many seconds (default 60 unless --until-accuracy is given).
+    #[arg(long)]
+    pub duration: Option<f64>,
+    /// Stop once every peer's test accuracy reaches this (0..1).
+    #[arg(long)]
+    pub until_accuracy: Option<f32>,
+    /// Directory for the peers' configs, data and logs (default: a new one under the system
+    /// temp dir). It is kept afterwards.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Print the summary as one JSON line, last on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// One peer in the summary.
+#[derive(Debug, Clone, Serialize)]
+pub struct PeerSummary {
+    pub peer_id: String,
+    pub accuracy: f32,
+    pub loss: f32,
+    pub version: u64,
+    pub merges: u64,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    pub chunks_fetched: u64,
+    pub chunks_reused: u64,
+}
+
+/// The testnet's outcome.
+#[derive(Debug, Clone, Serialize)]
+pub struct TestnetSummary {
+    pub peers: Vec<PeerSummary>,
+    pub mean_accuracy: f32,
+    pub min_accuracy: f32,
+    pub consensus_distance: Option<f64>,
+    pub seconds: f64,
+    pub dir: PathBuf,
+    pub dashboard: String,
+}
+
+struct Peer {
+    child: Child,
+    dashboard: SocketAddr,
+    last: Option<NodeStatus>,
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Writes peer `i`'s config and returns its path, dashboard address and dial address.
+fn write_peer(
+    dir: &Path,
+    network_id: &str,
+    args: &TestnetArgs,
+    i: usize,
+    bootstrap: Option<&libp2p::Multiaddr>,
+) -> anyhow::Result<(PathBuf, SocketAddr, libp2p::Multiaddr)> {
+    let data_dir = dir.join(format!("peer{i}"));
+    let key = crate::identity::load_or_create(&data_dir)?;
+    let port = free_port()?;
+    let listen: libp2p::Multiaddr = format!("/ip4/127.0.0.1/tcp/{port}").parse()?;
+    let dashboard = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+    let mut cfg = NodeConfig::default();
+    cfg.network_id = network_id.to_string();
+    cfg.data_dir = data_dir;
+    cfg.network.listen = vec![listen.clone()];
+    cfg.network.bootstrap = bootstrap.into_iter().cloned().collect();
+    cfg.network.mdns = false;
+    cfg.training.dataset = args.dataset;
+    cfg.training.model = args.model.clone();
+    cfg.training.partition = args.partition;
+    cfg.training.shard = ShardSpec {
+        index: i,
+        count: args.peers,
+    };
+    cfg.training.threads = 1;
+    cfg.dashboard.listen = dashboard;
+    cfg.validate()
+        .with_context(|| format!("config of peer {i}"))?;
+    let path = dir.join(format!("peer{i}.toml"));
+    std::fs::write(&path, template::render(&cfg))
+        .with_context(|| format!("writing {}", path.display()))?;
+    let dial = format!("{listen}/p2p/{}", key.public().to_peer_id()).parse()?;
+    Ok((path, dashboard, dial))
+}
+
+fn spawn_peer(config: &Path, log: &Path) -> anyhow::Result<Child> {
+    let exe = std::env::current_exe().context("finding the murmur binary")?;
+    let log_file =
+        std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+    let err_file = log_file.try_clone()?;
+    Command::new(exe)
+        .args(["run", "--exit-with-parent", "--config"])
+        .arg(config)
+        .env("RAYON_NUM_THREADS", "1")
+        .stdin(Stdio::piped())
+        .stdout(log_file)
+        .stderr(err_file)
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting the peer of {}", config.display()))
+}
+
+/// GET /api/status from a peer, by hand: one request on loopback needs no HTTP client.
+async fn fetch_status(addr: SocketAddr) -> anyhow::Result<NodeStatus> {
+    let mut stream =
+        tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr))
+            .await??;
+    stream
+        .write_all(b"GET /api/status HTTP/1.0\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await?;
+    let mut buf = Vec::new();
+    tokio::time::timeout(
+        Duration::from_secs(2),
+        (&mut stream)
+            .take(MAX_STATUS_BYTES as u64)
+            .read_to_end(&mut buf),
+    )
+    .await??;
+    let start = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .context("no HTTP header end")?
+        + 4;
+    Ok(serde_json::from_slice(&buf[start..])?)
+}
+
+/// Runs the testnet to completion.
+pub async fn run(args: &TestnetArgs) -> anyhow::Result<TestnetSummary> {
+    anyhow::ensure!(args.peers >= 1, "--peers must be at least 1");
+    let dir = match &args.dir {
+        Some(d) => d.clone(),
+        None => std::env::temp_dir().join(format!("murmur-testnet-{}", std::process::id())),
+    };
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let network_id = format!("testnet-{}", std::process::id());
+    let mut peers = Vec::with_capacity(args.peers);
+    let mut first = None;
+    for i in 0..args.peers {
+        let (config, dashboard, dial) = write_peer(&dir, &network_id, args, i, first.as_ref())?;
+        first.get_or_insert(dial);
+        let child = spawn_peer(&config, &dir.join(format!("peer{i}.log")))?;
+        peers.push(Peer {
+            child,
+            dashboard,
+            last: None,
+        });
+    }
+    let dashboard = format!("http://{}/", peers[0].dashboard);
+    eprintln!("testnet of {} peers in {}", args.peers, dir.display());
+    eprintln!("dashboard: {dashboard}");
+
+    let duration =
+        args.duration
+            .map(Duration::from_secs_f64)
+            .or(if args.until_accuracy.is_none() {
+                Some(Duration::from_secs(60))
+            } else {
+                None
+            });
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {elapsed:>4} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    let started = Instant::now();
+    let mut ticker = tokio::time::interval(POLL_EVERY);
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    loop {
+        tokio::select! {
+            _ = &mut ctrl_c => { bar.println("interrupted"); break; }
+            _ = ticker.tick() => {}
+        }
+        for (i, p) in peers.iter_mut().enumerate() {
+            if let Ok(Some(exit)) = p.child.try_wait() {
+                bar.finish_and_clear();
+                stop_all(&mut peers).await;
+                anyhow::bail!(
+                    "peer {i} exited ({exit}); see {}",
+                    dir.join(format!("peer{i}.log")).display()
+                );
+            }
+            if let Ok(s) = fetch_status(p.dashboard).await {
+                p.last = Some(s);
+            }
+        }
+        let accs: Vec<f32> = peers
+            .iter()
+            .filter_map(|p| p.last.as_ref())
+            .filter(|s| s.version > 0)
+            .map(|s| s.accuracy)
+            .collect();
+        let (mean, min) = stats(&accs);
+        let cd = peers[0].last.as_ref().and_then(|s| s.consensus_distance);
+        let merges: u64 = peers
+            .iter()
+            .filter_map(|p| p.last.as_ref())
+            .map(|s| s.counters.merges)
+            .sum();
+        bar.set_message(format!(
+            "{}/{} peers up  mean acc {:.3}  min {:.3}  consensus dist {}  merges {merges}",
+            accs.len(),
+            peers.len(),
+            mean,
+            min,
+            cd.map_or("-".into(), |d| format!("{d:.3e}"))
+        ));
+        bar.tick();
+        let all_up = accs.len() == peers.len();
+        if args.until_accuracy.is_some_and(|a| all_up && min >= a)
+            || duration.is_some_and(|d| started.elapsed() >= d)
+        {
+            break;
+        }
+    }
+    bar.finish_and_clear();
+    let seconds = started.elapsed().as_secs_f64();
+    stop_all(&mut peers).await;
+
+    let summaries: Vec<PeerSummary> = peers
+        .iter()
+        .filter_map(|p| p.last.as_ref())
+        .map(|s| PeerSummary {
+            peer_id: s.peer_id.clone(),
+            accuracy: s.accuracy,
+            loss: s.loss,
+            version: s.version,
+            merges: s.counters.merges,
+            bytes_sent: s.counters.bytes_sent,
+            bytes_received: s.counters.bytes_received,
+            chunks_fetched: s.counters.chunks_fetched,
+            chunks_reused: s.counters.chunks_reused,
+        })
+        .collect();
+    let accs: Vec<f32> = summaries.iter().map(|s| s.accuracy).collect();
+    let (mean, min) = stats(&accs);
+    Ok(TestnetSummary {
+        peers: summaries,
+        mean_accuracy: mean,
+        min_accuracy: min,
+        consensus_distance: peers[0].last.as_ref().and_then(|s| s.consensus_distance),
+        seconds,
+        dir,
+        dashboard,
+    })
+}
+
+fn stats(values: &[f32]) -> (f32, f32) {
+    if values.is_empty() {
+        return (0.0, 0.0);
+    }
+    let mean = values.iter().sum::<f32>() / values.len() as f32;
+    (mean, values.iter().copied().fold(f32::INFINITY, f32::min))
+}
+
+/// Closes every child's stdin (they shut down cleanly), then kills whoever is left.
+async fn stop_all(peers: &mut [Peer]) {
+    for p in peers.iter_mut() {
+        drop(p.child.stdin.take());
+    }
+    for p in peers.iter_mut() {
+        if tokio::time::timeout(STOP_GRACE, p.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = p.child.kill().await;
+        }
+    }
+}
+
+impl TestnetSummary {
+    /// Prints the per-peer table, or one JSON line.
+    pub fn print(&self, json: bool) {
+        if json {
+            println!("{}", serde_json::to_string(self).unwrap_or_default());
+            return;
+        }
+        println!(
+            "{:<54} {:>8} {:>7} {:>7} {:>6} {:>10} {:>10} {:>7} {:>7}",
+            "peer",
+            "accuracy",
+            "loss",
+            "version",
+            "merges",
+            "sent",
+            "received",
+            "fetched",
+            "reused"
+        );
+        for p in &self.peers {
+            println!(
+                "{:<54} {:>8.4} {:>7.4} {:>7} {:>6} {:>10} {:>10} {:>7} {:>7}",
+                p.peer_id,
+                p.accuracy,
+                p.loss,
+                p.version,
+                p.merges,
+                p.bytes_sent,
+                p.bytes_received,
+                p.chunks_fetched,
+                p.chunks_reused
+            );
+        }
+        println!(
+            "mean accuracy {:.4}, min {:.4}, consensus distance {}, {:.1}s; configs and logs in {}",
+            self.mean_accuracy,
+            self.min_accuracy,
+            self.consensus_distance
+                .map_or("-".into(), |d| format!("{d:.3e}")),
+            self.seconds,
+            self.dir.display()
+        );
+    }
+}

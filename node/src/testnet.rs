@@ -101,9 +101,11 @@ fn write_peer(
     let port = free_port()?;
     let listen: libp2p::Multiaddr = format!("/ip4/127.0.0.1/tcp/{port}").parse()?;
     let dashboard = SocketAddr::from(([127, 0, 0, 1], free_port()?));
-    let mut cfg = NodeConfig::default();
-    cfg.network_id = network_id.to_string();
-    cfg.data_dir = data_dir;
+    let mut cfg = NodeConfig {
+        network_id: network_id.to_string(),
+        data_dir,
+        ..NodeConfig::default()
+    };
     cfg.network.listen = vec![listen.clone()];
     cfg.network.bootstrap = bootstrap.into_iter().cloned().collect();
     cfg.network.mdns = false;

@@ -102,6 +102,7 @@ pub fn options(cfg: &NodeConfig) -> NodeOptions {
             kademlia: cfg.network.kademlia,
             max_connections: cfg.network.max_connections,
             idle_timeout: cfg.network.idle_timeout(),
+            corrupt_served_chunks: false,
         },
         dataset: t.dataset,
         dataset_dir: t.data_dir().map(|p| p.to_path_buf()),

@@ -34,6 +34,7 @@ pub fn options(
             kademlia: true,
             max_connections: 64,
             idle_timeout: Duration::from_secs(60),
+            corrupt_served_chunks: false,
         },
         dataset: DatasetName::Digits,
         dataset_dir: None,

@@ -17,7 +17,10 @@ async fn five_non_iid_nodes_converge() {
         o
     };
     let first = start(opts(0, vec![])).await;
-    let s0 = wait_for(&first, "peer 0 listening", Duration::from_secs(30), |s| !s.listen_addrs.is_empty()).await;
+    let s0 = wait_for(&first, "peer 0 listening", Duration::from_secs(30), |s| {
+        !s.listen_addrs.is_empty()
+    })
+    .await;
     let mut nodes = vec![first];
     for i in 1..PEERS {
         nodes.push(start(opts(i, vec![dial_addr(&s0)])).await);
@@ -38,9 +41,13 @@ async fn five_non_iid_nodes_converge() {
             peak = peak.max(d);
             history.push(d);
         }
-        let converged = mean >= 0.90 && spread <= 0.03 && distance.is_some_and(|d| peak > 0.0 && d <= peak / 10.0);
+        let converged = mean >= 0.90
+            && spread <= 0.03
+            && distance.is_some_and(|d| peak > 0.0 && d <= peak / 10.0);
         if converged {
-            eprintln!("converged: accuracies {accs:?}, consensus distance {distance:?} (peak {peak})");
+            eprintln!(
+                "converged: accuracies {accs:?}, consensus distance {distance:?} (peak {peak})"
+            );
             break;
         }
         assert!(

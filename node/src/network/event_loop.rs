@@ -232,6 +232,13 @@ impl EventLoop {
                         None => ChunkReply::NotHeld,
                         Some(data) if data.len() <= budget => {
                             budget -= data.len();
+                            if self.cfg.corrupt_served_chunks {
+                                let mut bad = data.to_vec();
+                                if let Some(b) = bad.first_mut() {
+                                    *b ^= 0xFF;
+                                }
+                                return ChunkReply::Data(bad.into());
+                            }
                             ChunkReply::Data(data)
                         }
                         Some(_) => ChunkReply::OverBudget,

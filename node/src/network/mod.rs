@@ -43,6 +43,9 @@ pub struct NetworkConfig {
     pub kademlia: bool,
     pub max_connections: u32,
     pub idle_timeout: Duration,
+    /// Fault injection, for tests and chaos runs only: flip one byte of every chunk this node
+    /// serves, to play a broken or malicious peer.
+    pub corrupt_served_chunks: bool,
 }
 
 /// Something the network heard.

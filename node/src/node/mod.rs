@@ -180,6 +180,7 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<RunningNode> {
         last_announce: None,
         last_checkpoint: None,
         merged: HashMap::new(),
+        unsaved: None,
     };
     let task = tokio::spawn(state.run(trainer, events, stop_rx));
     Ok(RunningNode {
@@ -231,6 +232,8 @@ struct NodeTask {
     last_checkpoint: Option<Instant>,
     /// The last model taken from each peer: the same model is not merged twice.
     merged: HashMap<PeerId, ManifestId>,
+    /// The latest announced model if it has not been checkpointed yet (written at shutdown).
+    unsaved: Option<(Snapshot, u64, u64)>,
 }
 
 /// How often the status snapshot is refreshed between events.
@@ -286,6 +289,11 @@ impl NodeTask {
         }
         if let Some(task) = averaging {
             task.abort();
+        }
+        if let Some((snapshot, version, samples)) = self.unsaved.take()
+            && let Err(e) = self.save_checkpoint(snapshot, version, samples).await
+        {
+            tracing::error!("final checkpoint: {e:#}");
         }
         if let Err(e) = trainer.stop() {
             tracing::error!("training thread: {e}");
@@ -347,11 +355,11 @@ impl NodeTask {
             .is_none_or(|t| t.elapsed() >= CHECKPOINT_EVERY)
         {
             self.last_checkpoint = Some(Instant::now());
-            let path = checkpoint::checkpoint_path(&self.opts.data_dir);
-            let (version, samples) = (self.version, round.samples);
-            let snap = snapshot.clone();
-            tokio::task::spawn_blocking(move || checkpoint::save(&path, version, samples, &snap))
-                .await??;
+            self.unsaved = None;
+            self.save_checkpoint(snapshot.clone(), self.version, round.samples)
+                .await?;
+        } else {
+            self.unsaved = Some((snapshot.clone(), self.version, round.samples));
         }
 
         self.own = Some(Own {
@@ -400,6 +408,19 @@ impl NodeTask {
         );
         self.publish_status().await;
         Ok(true)
+    }
+
+    /// Writes a checkpoint off the async runtime.
+    async fn save_checkpoint(
+        &self,
+        snapshot: Snapshot,
+        version: u64,
+        samples: u64,
+    ) -> anyhow::Result<()> {
+        let path = checkpoint::checkpoint_path(&self.opts.data_dir);
+        tokio::task::spawn_blocking(move || checkpoint::save(&path, version, samples, &snapshot))
+            .await??;
+        Ok(())
     }
 
     /// Peers with a model this node has not merged yet, as the policy sees them.

@@ -1,0 +1,189 @@
+//! Faults, with real nodes: a peer serving corrupted chunks, a node stopped and restarted
+//! from its checkpoint, and a late joiner.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use murmur_node::averaging::fetch::{self, ErrorBudgets, FetchLimits};
+use murmur_protocol::ManifestId;
+use murmur_tests::{dial_addr, options, start, wait_for};
+use std::time::Duration;
+
+const LIMITS: FetchLimits = FetchLimits {
+    per_peer_inflight: 4,
+    deadline: Duration::from_secs(20),
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupted_chunks_are_caught_charged_and_fetched_from_another_holder() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let honest = start(options(dirs[0].path(), "corrupt", 0, 3, vec![])).await;
+    let s0 = wait_for(&honest, "honest listening", Duration::from_secs(30), |s| {
+        !s.listen_addrs.is_empty()
+    })
+    .await;
+    let mut bad_opts = options(dirs[1].path(), "corrupt", 1, 3, vec![dial_addr(&s0)]);
+    bad_opts.network.corrupt_served_chunks = true;
+    let bad = start(bad_opts).await;
+    let client = start(options(
+        dirs[2].path(),
+        "corrupt",
+        2,
+        3,
+        vec![dial_addr(&s0)],
+    ))
+    .await;
+
+    // The bad peer's current model; the honest peer holds a copy too (as if it had fetched it).
+    let sb = wait_for(
+        &bad,
+        "bad peer's first model",
+        Duration::from_secs(30),
+        |s| s.version >= 1,
+    )
+    .await;
+    let id: ManifestId = sb.manifest.parse().unwrap();
+    let (manifest, bytes) = bad.store.manifest(&id).expect("bad peer holds its model");
+    let original = bad.store.assemble(&id).unwrap();
+    honest.store.insert_manifest(id, manifest.clone(), bytes);
+    for chunk in &manifest.chunks {
+        honest
+            .store
+            .insert_chunk(*chunk, bad.store.chunk(chunk).unwrap())
+            .unwrap();
+    }
+    wait_for(
+        &client,
+        "client connected to both",
+        Duration::from_secs(30),
+        |s| s.peers.len() == 2,
+    )
+    .await;
+
+    // Ask the bad peer first: every chunk it sends fails verification, is charged to it, and
+    // is fetched again from the honest holder.
+    let budgets = ErrorBudgets::new(100);
+    let fetched = fetch::fetch(
+        &client.client,
+        &client.store,
+        id,
+        &[bad.peer_id, honest.peer_id],
+        &budgets,
+        LIMITS,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("fetch failed: {e}"));
+    assert_eq!(
+        fetched.params, original,
+        "the fetched model is exactly the original"
+    );
+    let charged: u32 = budgets
+        .snapshot()
+        .iter()
+        .filter(|(p, _)| *p == bad.peer_id)
+        .map(|(_, n)| *n)
+        .sum();
+    assert!(
+        charged >= 1,
+        "the bad peer was charged: {:?}",
+        budgets.snapshot()
+    );
+    assert!(
+        budgets
+            .snapshot()
+            .iter()
+            .all(|(p, n)| *p == bad.peer_id || *n == 0)
+    );
+
+    // In the running network, fetches from the bad peer fail and nothing corrupt is merged:
+    // the honest peers keep learning.
+    let s = wait_for(
+        &client,
+        "client learning despite the bad peer",
+        Duration::from_secs(60),
+        |s| s.counters.fetch_failures >= 1 && s.accuracy >= 0.85,
+    )
+    .await;
+    assert!(s.counters.merges_rejected == 0, "{:?}", s.counters);
+    for n in [client, bad, honest] {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_node_resumes_from_its_checkpoint_and_catches_up() {
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let other = start(options(dirs[0].path(), "restart", 0, 2, vec![])).await;
+    let so = wait_for(&other, "other listening", Duration::from_secs(30), |s| {
+        !s.listen_addrs.is_empty()
+    })
+    .await;
+    let opts = options(dirs[1].path(), "restart", 1, 2, vec![dial_addr(&so)]);
+    let node = start(opts.clone()).await;
+    let before = wait_for(&node, "a few merged rounds", Duration::from_secs(60), |s| {
+        s.version >= 5 && s.counters.merges >= 1 && s.accuracy >= 0.8
+    })
+    .await;
+    node.shutdown().await;
+
+    let node = start(opts).await;
+    let after = wait_for(
+        &node,
+        "first round after restart",
+        Duration::from_secs(30),
+        |s| s.manifest.len() == 64,
+    )
+    .await;
+    assert_eq!(after.peer_id, before.peer_id, "same identity");
+    assert!(after.resumed, "resumed from the checkpoint");
+    assert!(
+        after.version > before.version,
+        "version continues: {} then {}",
+        before.version,
+        after.version
+    );
+    // Resumed weights, not a fresh model: the first round after restart is already good.
+    assert!(
+        after.accuracy >= 0.8,
+        "accuracy right after restart {}",
+        after.accuracy
+    );
+    wait_for(&node, "merging again", Duration::from_secs(30), |s| {
+        s.counters.merges >= 1
+    })
+    .await;
+    node.shutdown().await;
+    other.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_joiner_adopts_the_networks_model_and_catches_up() {
+    let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+    let first = start(options(dirs[0].path(), "late", 0, 4, vec![])).await;
+    let s0 = wait_for(&first, "first listening", Duration::from_secs(30), |s| {
+        !s.listen_addrs.is_empty()
+    })
+    .await;
+    let mut nodes = vec![first];
+    for i in 1..3 {
+        nodes.push(start(options(dirs[i].path(), "late", i, 4, vec![dial_addr(&s0)])).await);
+    }
+    for n in &nodes {
+        wait_for(n, "early peers trained", Duration::from_secs(60), |s| {
+            s.version >= 5 && s.accuracy >= 0.85
+        })
+        .await;
+    }
+    let late = start(options(dirs[3].path(), "late", 3, 4, vec![dial_addr(&s0)])).await;
+    let s = wait_for(
+        &late,
+        "late joiner caught up",
+        Duration::from_secs(60),
+        |s| s.counters.merges >= 1 && s.accuracy >= 0.85 && s.peers.len() == 3,
+    )
+    .await;
+    assert!(!s.resumed);
+    assert!(s.counters.chunks_fetched > 0);
+    late.shutdown().await;
+    for n in nodes {
+        n.shutdown().await;
+    }
+}

@@ -163,8 +163,8 @@ async fn a_late_joiner_adopts_the_networks_model_and_catches_up() {
     })
     .await;
     let mut nodes = vec![first];
-    for i in 1..3 {
-        nodes.push(start(options(dirs[i].path(), "late", i, 4, vec![dial_addr(&s0)])).await);
+    for (i, dir) in dirs.iter().enumerate().take(3).skip(1) {
+        nodes.push(start(options(dir.path(), "late", i, 4, vec![dial_addr(&s0)])).await);
     }
     for n in &nodes {
         wait_for(n, "early peers trained", Duration::from_secs(60), |s| {

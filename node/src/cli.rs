@@ -51,6 +51,8 @@ impl Command {
 pub enum BenchCommand {
     /// Chunk and hash a parameter buffer, against plain blake3 over the same bytes.
     Chunking(bench::chunking::ChunkingArgs),
+    /// Pull a model from another node over loopback, against a plain TCP copy.
+    Transfer(bench::transfer::TransferArgs),
 }
 
 /// Runs the parsed command.
@@ -87,6 +89,15 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     report.samples_per_sec
                 );
             }
+            Ok(())
+        }
+        Command::Bench(BenchCommand::Transfer(args)) => {
+            let report = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?
+                .block_on(bench::transfer::run(&args))?;
+            report.print(args.json);
             Ok(())
         }
         Command::Bench(BenchCommand::Chunking(args)) => {

@@ -3,8 +3,8 @@
 //! cleanly on Ctrl-C or SIGTERM.
 
 use crate::averaging::fetch::FetchLimits;
-use crate::averaging::policy::{self, Policy};
-use crate::config::{self, NodeConfig};
+use crate::averaging::policy::Policy;
+use crate::config::NodeConfig;
 use crate::data::ShardSpec;
 use crate::network::NetworkConfig;
 use crate::node::{self, NodeOptions};
@@ -116,10 +116,7 @@ pub fn options(cfg: &NodeConfig) -> NodeOptions {
         policy: Policy {
             fanout: a.fanout,
             freshness: a.freshness(),
-            weighting: match a.weighting {
-                config::Weighting::Samples => policy::Weighting::Samples,
-                config::Weighting::Uniform => policy::Weighting::Uniform,
-            },
+            weighting: a.weighting,
         },
         chunk_size: a.chunk_size,
         fetch: FetchLimits {

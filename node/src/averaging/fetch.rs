@@ -160,9 +160,11 @@ async fn fetch_inner(
     let manifest = fetch_manifest(client, store, id, holders, budgets).await?;
     let missing = store.missing(&manifest);
     let reused = manifest.chunks.len() - missing.len();
-    // As many ids per request as fit one response.
-    let per_request = (MAX_CHUNK_RESPONSE_DATA / manifest.chunk_size.max(1) as usize)
+    // Enough requests to keep every holder's in-flight slots busy, each within one response.
+    let by_budget = (MAX_CHUNK_RESPONSE_DATA / manifest.chunk_size.max(1) as usize)
         .clamp(1, MAX_CHUNKS_PER_REQUEST);
+    let slots = (limits.per_peer_inflight * holders.len()).max(1);
+    let per_request = missing.len().div_ceil(slots).clamp(1, by_budget);
     let mut queue: VecDeque<ChunkId> = missing.iter().map(|(_, c)| *c).collect();
     // Peers that answered `NotHeld` or sent a bad copy of a chunk are not asked for it again.
     let mut refused: HashMap<ChunkId, HashSet<PeerId>> = HashMap::new();

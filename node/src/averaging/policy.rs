@@ -6,12 +6,12 @@
 use murmur_protocol::ManifestId;
 use rand::Rng;
 use rand::seq::index;
+use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
 /// How the merged model weighs each participant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Weighting {
     /// Proportional to the training samples folded into each model.
     #[default]
@@ -20,17 +20,33 @@ pub enum Weighting {
     Uniform,
 }
 
+impl Weighting {
+    /// Every weighting, in the order error messages list them.
+    pub const ALL: [Weighting; 2] = [Weighting::Samples, Weighting::Uniform];
+
+    /// The name in config files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Weighting::Samples => "samples",
+            Weighting::Uniform => "uniform",
+        }
+    }
+}
+
+impl fmt::Display for Weighting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl FromStr for Weighting {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "samples" => Ok(Weighting::Samples),
-            "uniform" => Ok(Weighting::Uniform),
-            _ => Err(format!(
-                "unknown weighting {s:?}: expected `samples` or `uniform`"
-            )),
-        }
+        Weighting::ALL
+            .into_iter()
+            .find(|w| w.as_str() == s)
+            .ok_or_else(|| format!("unknown weighting {s:?}: expected samples or uniform"))
     }
 }
 

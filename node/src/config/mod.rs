@@ -23,7 +23,6 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::time::Duration;
 
 /// Longest `network_id`, in characters.
@@ -273,45 +272,7 @@ impl TrainingConfig {
     }
 }
 
-/// How a peer weighs the models it averages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum Weighting {
-    /// In proportion to the training samples each peer holds.
-    #[default]
-    Samples,
-    /// Equally.
-    Uniform,
-}
-
-impl Weighting {
-    /// Every weighting, in the order error messages list them.
-    pub const ALL: [Weighting; 2] = [Weighting::Samples, Weighting::Uniform];
-
-    /// The name in the config file.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Weighting::Samples => "samples",
-            Weighting::Uniform => "uniform",
-        }
-    }
-}
-
-impl fmt::Display for Weighting {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Weighting {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Weighting::ALL
-            .into_iter()
-            .find(|w| w.as_str() == s)
-            .ok_or_else(|| format!("unknown weighting {s:?}: expected samples or uniform"))
-    }
-}
+pub use crate::averaging::policy::Weighting;
 
 /// `[averaging]`: rounds of local training, and averaging with a few peers after each.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

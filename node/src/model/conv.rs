@@ -166,18 +166,22 @@ mod tests {
         )
     }
 
-    #[test]
-    fn im2col_matches_candle_values_and_finite_difference_gradients() {
+    /// Input, weights (as values and as a variable) and bias of a 3-to-4 channel 5x5 layer.
+    fn fixture() -> (Tensor, Vec<f32>, Var, Tensor) {
         let x = seq(&[2, 3, 8, 8], 0.1);
-        let wv = seq(&[4, 3, 5, 5], 0.01)
+        let wv: Vec<f32> = seq(&[4, 3, 5, 5], 0.01)
             .flatten_all()
             .unwrap()
-            .to_vec1::<f32>()
+            .to_vec1()
             .unwrap();
         let w =
-            Var::from_tensor(&Tensor::from_vec(wv.clone(), (4, 3, 5, 5), &Device::Cpu).unwrap())
-                .unwrap();
-        let b = seq(&[4], 0.5);
+            Var::from_tensor(&Tensor::from_vec(wv.clone(), (4, 3, 5, 5), &Device::Cpu).unwrap());
+        (x, wv, w.unwrap(), seq(&[4], 0.5))
+    }
+
+    #[test]
+    fn im2col_matches_candle_values_and_finite_difference_gradients() {
+        let (x, wv, w, b) = fixture();
         let (ya, grad) = analytic_grad(ConvImpl::Im2col, &x, &w, &b, true);
         let (yb, _) = analytic_grad(ConvImpl::Candle, &x, &w, &b, true);
         assert_eq!(ya.dims(), [2, 4, 4, 4]);
@@ -202,16 +206,7 @@ mod tests {
     /// if it starts failing, candle fixed it and ConvImpl::Candle becomes a fair comparison.
     #[test]
     fn candle_max_pool_backward_scales_gradients_by_a_quarter() {
-        let x = seq(&[2, 3, 8, 8], 0.1);
-        let wv = seq(&[4, 3, 5, 5], 0.01)
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
-        let w =
-            Var::from_tensor(&Tensor::from_vec(wv.clone(), (4, 3, 5, 5), &Device::Cpu).unwrap())
-                .unwrap();
-        let b = seq(&[4], 0.5);
+        let (x, wv, w, b) = fixture();
         let (_, no_pool) = analytic_grad(ConvImpl::Candle, &x, &w, &b, false);
         let num = numeric_grad(ConvImpl::Candle, &x, &wv, &b, 7, false);
         assert!(

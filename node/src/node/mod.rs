@@ -439,15 +439,29 @@ impl NodeTask {
             .collect()
     }
 
-    /// Peers whose latest announcement names `id`.
+    /// Who to ask for model `id`: `first` (its announcer), then every peer whose latest
+    /// announcement names it, then every other known peer (those that merged it recently
+    /// still hold it; those that do not answer `NotHeld` and are not asked again).
     fn holders(&self, id: &ManifestId, first: PeerId) -> Vec<PeerId> {
+        let (mut announcing, mut others): (Vec<PeerId>, Vec<PeerId>) = self
+            .known
+            .iter()
+            .filter(|(p, _)| **p != first)
+            .map(|(p, h)| (*p, h.announce.manifest == *id))
+            .fold(
+                (Vec::new(), Vec::new()),
+                |(mut yes, mut no), (p, announces)| {
+                    if announces {
+                        yes.push(p)
+                    } else {
+                        no.push(p)
+                    }
+                    (yes, no)
+                },
+            );
         let mut holders = vec![first];
-        holders.extend(
-            self.known
-                .iter()
-                .filter(|(p, h)| **p != first && h.announce.manifest == *id)
-                .map(|(p, _)| *p),
-        );
+        holders.append(&mut announcing);
+        holders.append(&mut others);
         holders
     }
 
@@ -609,6 +623,13 @@ impl NodeTask {
             counters,
             peers,
             consensus_distance: murmur_protocol::projection::consensus_distance(projections),
+            error_charges: self
+                .budgets
+                .snapshot()
+                .into_iter()
+                .filter(|(_, n)| *n > 0)
+                .map(|(p, n)| (p.to_string(), n))
+                .collect(),
         };
         self.status.send_replace(status);
     }

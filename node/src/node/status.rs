@@ -44,4 +44,7 @@ pub struct NodeStatus {
     /// Mean squared distance of every known model to their mean, estimated from the
     /// announced projections (this node included); `None` with fewer than two models.
     pub consensus_distance: Option<f64>,
+    /// Bad answers currently charged to each peer (failed or corrupt fetches, rejected
+    /// announcements); a peer at its error budget is avoided.
+    pub error_charges: std::collections::BTreeMap<String, u32>,
 }

@@ -51,6 +51,8 @@ impl Command {
 pub enum BenchCommand {
     /// Chunk and hash a parameter buffer, against plain blake3 over the same bytes.
     Chunking(bench::chunking::ChunkingArgs),
+    /// Time to a target accuracy: centralized training against an N-peer testnet.
+    Converge(bench::converge::ConvergeArgs),
     /// Pull a model from another node over loopback, against a plain TCP copy.
     Transfer(bench::transfer::TransferArgs),
 }
@@ -89,6 +91,15 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     report.samples_per_sec
                 );
             }
+            Ok(())
+        }
+        Command::Bench(BenchCommand::Converge(args)) => {
+            let report = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?
+                .block_on(bench::converge::run(&args))?;
+            report.print(args.json);
             Ok(())
         }
         Command::Bench(BenchCommand::Transfer(args)) => {

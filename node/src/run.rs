@@ -13,6 +13,10 @@ use anyhow::Context;
 use libp2p::Multiaddr;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
+
+/// Least time between two evaluations of a running peer's model on the test split.
+const EVAL_EVERY: Duration = Duration::from_secs(2);
 
 /// Arguments of `murmur run`. Flags override the config file's keys of the same name.
 #[derive(Debug, Clone, clap::Args)]
@@ -112,6 +116,7 @@ pub fn options(cfg: &NodeConfig) -> NodeOptions {
         round: RoundPolicy {
             steps: a.round_steps as u64,
             max_time: a.round_time_limit(),
+            eval_every: EVAL_EVERY,
         },
         policy: Policy {
             fanout: a.fanout,

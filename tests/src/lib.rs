@@ -47,6 +47,7 @@ pub fn options(
         round: RoundPolicy {
             steps: 10,
             max_time: None,
+            eval_every: Duration::ZERO,
         },
         policy: Policy {
             fanout: 2,

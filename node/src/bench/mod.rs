@@ -3,6 +3,7 @@
 //! side by side mean anything. Results and commands are kept in `docs/benchmarks.md`.
 
 pub mod chunking;
+pub mod converge;
 pub mod transfer;
 
 use indicatif::{ProgressBar, ProgressStyle};

@@ -24,6 +24,9 @@ pub struct RoundPolicy {
     pub steps: u64,
     /// If set, a round also ends after this long.
     pub max_time: Option<Duration>,
+    /// Least time between two evaluations on the test split; rounds in between report the
+    /// last one. Evaluating 10,000 test images every round would cost more than the round.
+    pub eval_every: Duration,
 }
 
 /// One finished round.
@@ -73,6 +76,7 @@ impl TrainerHandle {
             .name("murmur-train".into())
             .spawn(move || {
                 let mut round = 0u64;
+                let mut last_eval: Option<(Instant, super::Evaluation)> = None;
                 while !stopping.load(Ordering::Relaxed) {
                     let started = Instant::now();
                     for _ in 0..policy.steps.max(1) {
@@ -92,7 +96,14 @@ impl TrainerHandle {
                         round,
                         params: trainer.export()?,
                         samples: trainer.samples_seen(),
-                        eval: trainer.evaluate()?,
+                        eval: match last_eval {
+                            Some((at, eval)) if at.elapsed() < policy.eval_every => eval,
+                            _ => {
+                                let eval = trainer.evaluate()?;
+                                last_eval = Some((Instant::now(), eval));
+                                eval
+                            }
+                        },
                     };
                     round_tx.send_replace(Some(Arc::new(result)));
                 }

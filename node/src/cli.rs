@@ -57,24 +57,26 @@ pub enum BenchCommand {
     Transfer(bench::transfer::TransferArgs),
 }
 
+/// Runs `future` to completion on a new multi-threaded tokio runtime (the commands that
+/// need the network; the others stay synchronous).
+fn block_on<F: std::future::Future>(future: F) -> anyhow::Result<F::Output> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    Ok(runtime.block_on(future))
+}
+
 /// Runs the parsed command.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Init(args) => crate::init::run(&args),
         Command::Testnet(args) => {
-            let summary = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .context("starting the async runtime")?
-                .block_on(crate::testnet::run(&args))?;
+            let summary = block_on(crate::testnet::run(&args))??;
             summary.print(args.json);
             Ok(())
         }
-        Command::Run(args) => tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .context("starting the async runtime")?
-            .block_on(crate::run::run(&args)),
+        Command::Run(args) => block_on(crate::run::run(&args))?,
         Command::Train(args) => {
             let report = crate::train::command::run(&args)?;
             if args.json {
@@ -94,20 +96,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bench(BenchCommand::Converge(args)) => {
-            let report = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .context("starting the async runtime")?
-                .block_on(bench::converge::run(&args))?;
+            let report = block_on(bench::converge::run(&args))??;
             report.print(args.json);
             Ok(())
         }
         Command::Bench(BenchCommand::Transfer(args)) => {
-            let report = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .context("starting the async runtime")?
-                .block_on(bench::transfer::run(&args))?;
+            let report = block_on(bench::transfer::run(&args))??;
             report.print(args.json);
             Ok(())
         }

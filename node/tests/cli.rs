@@ -56,3 +56,68 @@ fn a_bad_rust_log_is_a_clear_error() {
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(err.contains("RUST_LOG"), "{err}");
 }
+
+#[test]
+fn testnet_runs_peers_and_prints_a_json_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = murmur()
+        .args([
+            "testnet",
+            "--peers",
+            "3",
+            "--until-accuracy",
+            "0.9",
+            "--duration",
+            "90",
+            "--json",
+        ])
+        .arg("--dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let summary: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let peers = summary["peers"].as_array().unwrap();
+    assert_eq!(peers.len(), 3, "{summary}");
+    for key in [
+        "peer_id",
+        "accuracy",
+        "loss",
+        "version",
+        "merges",
+        "bytes_sent",
+        "bytes_received",
+        "chunks_fetched",
+        "chunks_reused",
+    ] {
+        assert!(
+            peers.iter().all(|p| p.get(key).is_some()),
+            "missing {key}: {summary}"
+        );
+    }
+    for key in [
+        "mean_accuracy",
+        "min_accuracy",
+        "consensus_distance",
+        "seconds",
+    ] {
+        assert!(summary.get(key).is_some(), "missing {key}: {summary}");
+    }
+    assert!(
+        summary["min_accuracy"].as_f64().unwrap() >= 0.9,
+        "{summary}"
+    );
+    assert!(
+        peers.iter().all(|p| p["merges"].as_u64().unwrap() > 0),
+        "{summary}"
+    );
+    // The peers' configs and logs stay in the directory, and every peer process has exited.
+    assert!(dir.path().join("peer0.toml").exists() && dir.path().join("peer2.log").exists());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("dashboard: http://127.0.0.1:"), "{err}");
+}

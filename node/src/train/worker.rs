@@ -17,6 +17,10 @@ use tokio::sync::{mpsc, watch};
 /// slots are plenty; the trainer drains the queue at every step.
 const MERGE_QUEUE: usize = 2;
 
+/// Evaluations take at most about 1/10 of the training thread's time: after an evaluation
+/// that took `d`, the next one waits at least `10 d` (and at least `eval_every`).
+const EVAL_COST_RATIO: u32 = 10;
+
 /// When a round ends.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RoundPolicy {
@@ -76,7 +80,7 @@ impl TrainerHandle {
             .name("murmur-train".into())
             .spawn(move || {
                 let mut round = 0u64;
-                let mut last_eval: Option<(Instant, super::Evaluation)> = None;
+                let mut last_eval: Option<(Instant, super::Evaluation, Duration)> = None;
                 while !stopping.load(Ordering::Relaxed) {
                     let started = Instant::now();
                     for _ in 0..policy.steps.max(1) {
@@ -97,10 +101,15 @@ impl TrainerHandle {
                         params: trainer.export()?,
                         samples: trainer.samples_seen(),
                         eval: match last_eval {
-                            Some((at, eval)) if at.elapsed() < policy.eval_every => eval,
+                            Some((at, eval, cost))
+                                if at.elapsed() < policy.eval_every.max(cost * EVAL_COST_RATIO) =>
+                            {
+                                eval
+                            }
                             _ => {
+                                let started = Instant::now();
                                 let eval = trainer.evaluate()?;
-                                last_eval = Some((Instant::now(), eval));
+                                last_eval = Some((Instant::now(), eval, started.elapsed()));
                                 eval
                             }
                         },

@@ -1,44 +1,36 @@
 //! The `murmur` binary as a user runs it: help, a benchmark with `--json`, and clear errors.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::Command;
+mod common;
 
-fn murmur() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_murmur"))
-}
+use common::{murmur, run_json};
 
 #[test]
 fn help_lists_the_commands_that_work() {
     let out = murmur().arg("--help").output().unwrap();
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
-    assert!(text.contains("bench"), "{text}");
+    for command in ["run", "init", "testnet", "train", "bench"] {
+        assert!(
+            text.contains(&format!("  {command} ")),
+            "{command} missing from {text}"
+        );
+    }
 }
 
 #[test]
 fn bench_chunking_prints_a_json_report() {
-    let out = murmur()
-        .args([
-            "bench",
-            "chunking",
-            "--size-mb",
-            "2",
-            "--rounds",
-            "2",
-            "--chunk-size",
-            "65536",
-            "--json",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    let last = stdout.lines().last().unwrap();
-    let report: serde_json::Value = serde_json::from_str(last).unwrap();
+    let args = [
+        "bench",
+        "chunking",
+        "--size-mb",
+        "2",
+        "--rounds",
+        "2",
+        "--chunk-size",
+        "65536",
+    ];
+    let (report, _) = run_json(args.iter().chain(&["--json"]));
     assert_eq!(report["bytes"], 2_000_000);
     assert_eq!(report["chunks"], 31); // 2,000,000 / 65,536 rounded up
     assert!(report["ratio"].as_f64().unwrap() > 0.0);
@@ -60,28 +52,18 @@ fn a_bad_rust_log_is_a_clear_error() {
 #[test]
 fn testnet_runs_peers_and_prints_a_json_summary() {
     let dir = tempfile::tempdir().unwrap();
-    let out = murmur()
-        .args([
-            "testnet",
-            "--peers",
-            "3",
-            "--until-accuracy",
-            "0.9",
-            "--duration",
-            "90",
-            "--json",
-        ])
-        .arg("--dir")
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    let summary: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let (summary, err) = run_json([
+        "testnet",
+        "--peers",
+        "3",
+        "--until-accuracy",
+        "0.9",
+        "--duration",
+        "90",
+        "--json",
+        "--dir",
+        dir.path().to_str().unwrap(),
+    ]);
     let peers = summary["peers"].as_array().unwrap();
     assert_eq!(peers.len(), 3, "{summary}");
     for key in [
@@ -118,6 +100,5 @@ fn testnet_runs_peers_and_prints_a_json_summary() {
     );
     // The peers' configs and logs stay in the directory, and every peer process has exited.
     assert!(dir.path().join("peer0.toml").exists() && dir.path().join("peer2.log").exists());
-    let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("dashboard: http://127.0.0.1:"), "{err}");
 }

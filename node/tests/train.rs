@@ -2,11 +2,12 @@
 //! move in and out of a model being trained, and `murmur train --json` reports it all.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use murmur_node::data::{self, DatasetName, Partition};
 use murmur_node::model::ModelKind;
 use murmur_node::train::optim::{OptimConfig, OptimizerKind};
 use murmur_node::train::{TrainConfig, Trainer};
-use std::process::Command;
 
 fn digits_trainer(model: &str, optimizer: OptimConfig) -> Trainer {
     let ds = data::load(DatasetName::Digits, None).unwrap();
@@ -112,28 +113,22 @@ fn a_bad_model_name_is_a_clear_error() {
 
 #[test]
 fn train_command_prints_a_json_summary() {
-    let out = Command::new(env!("CARGO_BIN_EXE_murmur"))
-        .args([
-            "train",
-            "--dataset",
-            "digits",
-            "--model",
-            "mlp",
-            "--epochs",
-            "10",
-            "--threads",
-            "1",
-        ])
-        .args(["--partition", "iid", "--shard", "1/3", "--json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    let report: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let (report, _) = common::run_json([
+        "train",
+        "--dataset",
+        "digits",
+        "--model",
+        "mlp",
+        "--epochs",
+        "10",
+        "--threads",
+        "1",
+        "--partition",
+        "iid",
+        "--shard",
+        "1/3",
+        "--json",
+    ]);
     for key in [
         "dataset",
         "model",

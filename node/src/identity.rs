@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 use libp2p::identity::Keypair;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 /// Largest identity file accepted: an ed25519 protobuf key is 68 bytes.
@@ -28,15 +28,15 @@ pub fn load_or_create(data_dir: &Path) -> anyhow::Result<Keypair> {
 
 /// Loads a key file.
 pub fn load(path: &Path) -> anyhow::Result<Keypair> {
-    let len = std::fs::metadata(path)
-        .with_context(|| format!("reading {}", path.display()))?
-        .len();
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_KEY_FILE + 1).read_to_end(&mut bytes))
+        .with_context(|| format!("reading {}", path.display()))?;
     anyhow::ensure!(
-        len <= MAX_KEY_FILE,
-        "{} is {len} bytes; an identity key is at most {MAX_KEY_FILE}",
+        bytes.len() as u64 <= MAX_KEY_FILE,
+        "{} is over {MAX_KEY_FILE} bytes; an identity key is 68",
         path.display()
     );
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     Keypair::from_protobuf_encoding(&bytes).with_context(|| {
         format!(
             "{} is not a libp2p identity key (delete it to create a new identity)",

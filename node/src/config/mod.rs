@@ -379,11 +379,31 @@ impl Default for DashboardConfig {
     }
 }
 
+/// Largest config file read: a full config is about 4 KiB; anything near this is not one
+/// (a wrong path such as a dataset or a device), and is refused before it is read whole.
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// Reads at most [`MAX_CONFIG_BYTES`] of UTF-8 text.
+fn read_bounded(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path)?
+        .take(MAX_CONFIG_BYTES + 1)
+        .read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("larger than {MAX_CONFIG_BYTES} bytes; not a murmur config"),
+        ));
+    }
+    Ok(text)
+}
+
 impl NodeConfig {
     /// Reads, parses and validates the file at `path`, then resolves relative `data_dir` and
     /// `training.data_dir` against the file's directory. Every error names the file.
     pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = read_bounded(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
         })?;
@@ -1182,6 +1202,18 @@ mod tests {
         assert_eq!(
             cfg.validate().unwrap_err().to_string(),
             "data_dir = \"\": must not be empty"
+        );
+    }
+
+    #[test]
+    fn config_an_oversized_file_is_refused_without_reading_it_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("huge.toml");
+        std::fs::write(&path, vec![b'#'; (MAX_CONFIG_BYTES + 10) as usize]).unwrap();
+        let err = NodeConfig::load(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("huge.toml") && err.contains("not a murmur config"),
+            "{err}"
         );
     }
 

@@ -283,7 +283,8 @@ impl NodeTask {
                         tracing::error!("training thread ended");
                         break;
                     }
-                    self.publish_status().await;
+                    let net = self.client.status().await;
+                    self.publish_status(&net);
                 }
             }
         }
@@ -406,7 +407,7 @@ impl NodeTask {
             manifest = %snapshot.id.short(),
             "round"
         );
-        self.publish_status().await;
+        self.publish_status(&net);
         Ok(true)
     }
 
@@ -570,8 +571,8 @@ impl NodeTask {
         }))
     }
 
-    async fn publish_status(&self) {
-        let net = self.client.status().await;
+    /// Refreshes the status snapshot; `net` is a fresh network status.
+    fn publish_status(&self, net: &network::NetStatus) {
         let counters = self.counters.snapshot(&self.traffic);
         let fresh = self.opts.policy.freshness * 4;
         let peers: Vec<PeerView> = self

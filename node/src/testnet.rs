@@ -50,6 +50,50 @@ pub struct TestnetArgs {
     /// Print the summary as one JSON line, last on stdout.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub tuning: Tuning,
+}
+
+/// Training and averaging settings for every peer of a testnet; each left out keeps the
+/// peer config's default (see `murmur init`).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct Tuning {
+    /// `training.lr` of every peer.
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// `training.momentum` of every peer.
+    #[arg(long)]
+    pub momentum: Option<f64>,
+    /// `training.batch_size` of every peer.
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// `averaging.round_steps` of every peer.
+    #[arg(long)]
+    pub round_steps: Option<usize>,
+    /// `averaging.fanout` of every peer.
+    #[arg(long)]
+    pub fanout: Option<usize>,
+}
+
+impl Tuning {
+    /// Applies the settings given to `cfg`.
+    pub fn apply(&self, cfg: &mut NodeConfig) {
+        if let Some(v) = self.lr {
+            cfg.training.lr = v;
+        }
+        if let Some(v) = self.momentum {
+            cfg.training.momentum = v;
+        }
+        if let Some(v) = self.batch_size {
+            cfg.training.batch_size = v;
+        }
+        if let Some(v) = self.round_steps {
+            cfg.averaging.round_steps = v;
+        }
+        if let Some(v) = self.fanout {
+            cfg.averaging.fanout = v;
+        }
+    }
 }
 
 /// One peer in the summary.
@@ -118,6 +162,7 @@ fn write_peer(
     };
     cfg.training.threads = 1;
     cfg.dashboard.listen = dashboard;
+    args.tuning.apply(&mut cfg);
     cfg.validate()
         .with_context(|| format!("config of peer {i}"))?;
     let path = dir.join(format!("peer{i}.toml"));

@@ -24,16 +24,18 @@ pub fn project(values: &[f32], seed: &[u8]) -> Vec<f32> {
     for block in values.chunks(BLOCK) {
         let bytes = &mut words[..block.len() * 4];
         stream.fill(bytes);
+        // Branch-free so that the compiler vectorizes across the 32 coordinates: a clear
+        // sign bit flips the weight's sign. Each block sums in f32, blocks in f64.
+        let mut part = [0f32; PROJECTION_DIMS];
         for (w, signs) in block.iter().zip(bytes.chunks_exact(4)) {
-            let bits = u32::from_le_bytes([signs[0], signs[1], signs[2], signs[3]]);
-            let w = f64::from(*w);
-            for (d, a) in acc.iter_mut().enumerate() {
-                if bits >> d & 1 == 1 {
-                    *a += w;
-                } else {
-                    *a -= w;
-                }
+            let bits = !u32::from_le_bytes([signs[0], signs[1], signs[2], signs[3]]);
+            let w = w.to_bits();
+            for (d, p) in part.iter_mut().enumerate() {
+                *p += f32::from_bits(w ^ ((bits >> d & 1) << 31));
             }
+        }
+        for (a, p) in acc.iter_mut().zip(part) {
+            *a += f64::from(p);
         }
     }
     let scale = 1.0 / (PROJECTION_DIMS as f64).sqrt();

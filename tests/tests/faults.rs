@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use murmur_node::averaging::fetch::{self, ErrorBudgets, FetchLimits};
+use murmur_node::store::ChunkStore;
 use murmur_protocol::ManifestId;
 use murmur_tests::{dial_addr, options, start, wait_for};
 use std::time::Duration;
@@ -74,6 +75,11 @@ async fn corrupted_chunks_are_caught_charged_and_fetched_from_another_holder() {
     assert_eq!(
         fetched.params, original,
         "the fetched model is exactly the original"
+    );
+    assert_eq!(
+        fetched.sources.keys().collect::<Vec<_>>(),
+        vec![&honest.peer_id],
+        "every chunk that was kept came from the honest holder"
     );
     let charged: u32 = budgets
         .snapshot()
@@ -182,6 +188,63 @@ async fn a_late_joiner_adopts_the_networks_model_and_catches_up() {
     .await;
     assert!(!s.resumed);
     assert!(s.counters.chunks_fetched > 0);
+    let adopt = s
+        .averagings
+        .iter()
+        .find(|a| a.kind == "adopt")
+        .unwrap_or_else(|| panic!("no adoption among {:?}", s.averagings));
+    assert_eq!(adopt.outcome, "adopted", "{adopt:?}");
+    assert_eq!(adopt.models.len(), 1, "{adopt:?}");
+    let model = &adopt.models[0];
+    assert!(
+        model.chunks_fetched >= 2 && model.error.is_none(),
+        "{adopt:?}"
+    );
+    assert_eq!(
+        model.sources.values().sum::<u64>(),
+        model.chunks_fetched,
+        "every fetched chunk has its source: {adopt:?}"
+    );
+
+    // Catching up from several holders at once: once a second early peer holds the first
+    // one's model, a fetch by the late joiner takes chunks from both of them in parallel.
+    let s0 = nodes[0].snapshot();
+    let id: ManifestId = s0.manifest.parse().unwrap();
+    let budgets = ErrorBudgets::new(5);
+    let copy = fetch::fetch(
+        &nodes[1].client,
+        &nodes[1].store,
+        id,
+        &[nodes[0].peer_id],
+        &budgets,
+        LIMITS,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("second holder's fetch: {e}"));
+    let chunks = copy.chunks_fetched + copy.chunks_reused;
+    assert!(chunks >= 2, "the model spans several chunks ({chunks})");
+    // Into an empty store (the late joiner may hold this model already from a merge).
+    let empty = ChunkStore::new(64 << 20);
+    let fetched = fetch::fetch(
+        &late.client,
+        &empty,
+        id,
+        &[nodes[0].peer_id, nodes[1].peer_id],
+        &budgets,
+        FetchLimits {
+            per_peer_inflight: 1,
+            ..LIMITS
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("late joiner's fetch: {e}"));
+    assert_eq!(fetched.params, copy.params);
+    assert_eq!(
+        fetched.sources.len(),
+        2,
+        "chunks came from both holders: {:?}",
+        fetched.sources
+    );
     late.shutdown().await;
     for n in nodes {
         n.shutdown().await;

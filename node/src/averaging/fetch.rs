@@ -79,6 +79,8 @@ pub struct Fetched {
     pub chunks_fetched: usize,
     pub chunks_reused: usize,
     pub bytes: u64,
+    /// Verified chunks received from each peer.
+    pub sources: HashMap<PeerId, usize>,
 }
 
 /// Why a fetch gave up.
@@ -171,6 +173,7 @@ async fn fetch_inner(
     let mut inflight: HashMap<PeerId, usize> = HashMap::new();
     let mut requests = FuturesUnordered::new();
     let (mut fetched, mut bytes) = (0usize, 0u64);
+    let mut sources: HashMap<PeerId, usize> = HashMap::new();
 
     loop {
         // Hand out batches while some holder has room.
@@ -230,6 +233,7 @@ async fn fetch_inner(
                                 Ok(_) => {
                                     fetched += 1;
                                     bytes += len;
+                                    *sources.entry(peer).or_default() += 1;
                                 }
                                 Err(e) => {
                                     tracing::warn!(%peer, "corrupt chunk {}: {e}", chunk.short());
@@ -292,5 +296,6 @@ async fn fetch_inner(
         chunks_fetched: fetched,
         chunks_reused: reused,
         bytes,
+        sources,
     })
 }

@@ -32,6 +32,9 @@ pub struct ConvergeArgs {
     /// Print the report as one JSON line on stdout.
     #[arg(long)]
     pub json: bool,
+    /// The peers' settings (the centralized baseline keeps `murmur train`'s defaults).
+    #[command(flatten)]
+    pub tuning: testnet::Tuning,
 }
 
 /// What the benchmark measured.
@@ -114,6 +117,7 @@ pub async fn run(args: &ConvergeArgs) -> anyhow::Result<ConvergeReport> {
         until_accuracy: Some(args.target),
         dir: None,
         json: false,
+        tuning: args.tuning.clone(),
     })
     .await?;
     let bytes: f64 = summary

@@ -13,7 +13,7 @@
 
 mod status;
 
-pub use status::{NodeStatus, PeerView};
+pub use status::{AveragingEvent, ModelFetch, NodeStatus, PeerView, RECENT_AVERAGINGS};
 
 use crate::averaging::fetch::{self, ErrorBudgets, FetchLimits};
 use crate::averaging::policy::{Known, Policy};
@@ -29,11 +29,11 @@ use murmur_protocol::projection::project;
 use murmur_protocol::{Announce, ManifestId, MetricsSummary, Snapshot};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 /// Everything a node needs to start.
@@ -162,6 +162,7 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<RunningNode> {
     });
     let (stop, stop_rx) = watch::channel(false);
     let budgets = ErrorBudgets::new(opts.error_budget);
+    let (averaged, averaged_rx) = mpsc::channel(4);
     let state = NodeTask {
         opts,
         peer_id,
@@ -181,8 +182,10 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<RunningNode> {
         last_checkpoint: None,
         merged: HashMap::new(),
         unsaved: None,
+        averaged,
+        averagings: VecDeque::new(),
     };
-    let task = tokio::spawn(state.run(trainer, events, stop_rx));
+    let task = tokio::spawn(state.run(trainer, events, averaged_rx, stop_rx));
     Ok(RunningNode {
         peer_id,
         client,
@@ -234,6 +237,10 @@ struct NodeTask {
     merged: HashMap<PeerId, ManifestId>,
     /// The latest announced model if it has not been checkpointed yet (written at shutdown).
     unsaved: Option<(Snapshot, u64, u64)>,
+    /// Where averaging tasks report what they did.
+    averaged: mpsc::Sender<AveragingEvent>,
+    /// The latest averagings, oldest first.
+    averagings: VecDeque<AveragingEvent>,
 }
 
 /// How often the status snapshot is refreshed between events.
@@ -251,7 +258,8 @@ impl NodeTask {
     async fn run(
         mut self,
         trainer: TrainerHandle,
-        mut events: tokio::sync::mpsc::Receiver<Event>,
+        mut events: mpsc::Receiver<Event>,
+        mut averaged: mpsc::Receiver<AveragingEvent>,
         mut stop: watch::Receiver<bool>,
     ) {
         let mut rounds = trainer.rounds.clone();
@@ -261,6 +269,12 @@ impl NodeTask {
             tokio::select! {
                 _ = stop.changed() => break,
                 Some(event) = events.recv() => self.on_event(event),
+                Some(done) = averaged.recv() => {
+                    if self.averagings.len() >= RECENT_AVERAGINGS {
+                        self.averagings.pop_front();
+                    }
+                    self.averagings.push_back(done);
+                }
                 changed = rounds.changed() => {
                     if changed.is_err() {
                         tracing::error!("training thread stopped");
@@ -524,6 +538,7 @@ impl NodeTask {
         for (k, _) in &jobs {
             self.merged.insert(k.peer, k.manifest);
         }
+        let (report, node_started) = (self.averaged.clone(), self.started);
         Some(tokio::spawn(async move {
             let started = Instant::now();
             let results = futures::future::join_all(jobs.iter().map(|(k, holders)| {
@@ -532,29 +547,63 @@ impl NodeTask {
             .await;
             let mut partners = Vec::new();
             let mut samples = Vec::new();
+            let mut models = Vec::new();
             for ((k, _), result) in jobs.iter().zip(results) {
+                let mut view = ModelFetch {
+                    peer_id: k.peer.to_string(),
+                    manifest: k.manifest.to_hex(),
+                    chunks_fetched: 0,
+                    chunks_reused: 0,
+                    sources: Default::default(),
+                    error: None,
+                };
                 match result {
-                    Ok(f) if f.params.all_finite() => {
+                    Ok(f) => {
                         Counters::add(&counters.chunks_fetched, f.chunks_fetched as u64);
                         Counters::add(&counters.chunks_reused, f.chunks_reused as u64);
-                        tracing::debug!(peer = %k.peer, fetched = f.chunks_fetched, reused = f.chunks_reused, "fetched model {}", k.manifest.short());
-                        partners.push(f.params);
-                        samples.push(k.samples);
-                    }
-                    Ok(_) => {
-                        Counters::inc(&counters.merges_rejected);
-                        tracing::warn!(peer = %k.peer, "model {} holds non-finite values; not merged", k.manifest.short());
+                        tracing::debug!(peer = %k.peer, fetched = f.chunks_fetched, reused = f.chunks_reused, sources = f.sources.len(), "fetched model {}", k.manifest.short());
+                        view.chunks_fetched = f.chunks_fetched as u64;
+                        view.chunks_reused = f.chunks_reused as u64;
+                        view.sources = f
+                            .sources
+                            .iter()
+                            .map(|(p, n)| (p.to_string(), *n as u64))
+                            .collect();
+                        if f.params.all_finite() {
+                            partners.push(f.params);
+                            samples.push(k.samples);
+                        } else {
+                            Counters::inc(&counters.merges_rejected);
+                            tracing::warn!(peer = %k.peer, "model {} holds non-finite values; not merged", k.manifest.short());
+                            view.error = Some("non-finite values".into());
+                        }
                     }
                     Err(e) => {
                         Counters::inc(&counters.fetch_failures);
                         tracing::warn!(peer = %k.peer, "fetch failed: {e}");
+                        view.error = Some(e.to_string());
                     }
                 }
+                models.push(view);
             }
-            if partners.is_empty() {
-                return;
-            }
-            let message = if adopt {
+            let millis = started.elapsed().as_millis() as u64;
+            let outcome = if partners.is_empty() {
+                if models
+                    .iter()
+                    .any(|m| m.chunks_fetched + m.chunks_reused > 0)
+                {
+                    "rejected"
+                } else {
+                    "failed"
+                }
+            } else if adopt {
+                "adopted"
+            } else {
+                "merged"
+            };
+            let message = if partners.is_empty() {
+                None
+            } else if adopt {
                 partners.truncate(1);
                 partners.pop().map(ToTrainer::Adopt)
             } else {
@@ -564,10 +613,16 @@ impl NodeTask {
             if let Some(message) = message {
                 let _ = merges.send(message).await;
             }
-            tracing::debug!(
-                elapsed_ms = started.elapsed().as_millis() as u64,
-                "averaging done"
-            );
+            tracing::debug!(elapsed_ms = millis, outcome, "averaging done");
+            let _ = report
+                .send(AveragingEvent {
+                    at_secs: node_started.elapsed().as_secs_f64(),
+                    kind: if adopt { "adopt" } else { "merge" }.into(),
+                    outcome: outcome.into(),
+                    millis,
+                    models,
+                })
+                .await;
         }))
     }
 
@@ -631,6 +686,7 @@ impl NodeTask {
                 .filter(|(_, n)| *n > 0)
                 .map(|(p, n)| (p.to_string(), n))
                 .collect(),
+            averagings: self.averagings.iter().cloned().collect(),
         };
         self.status.send_replace(status);
     }

@@ -47,4 +47,39 @@ pub struct NodeStatus {
     /// Bad answers currently charged to each peer (failed or corrupt fetches, rejected
     /// announcements); a peer at its error budget is avoided.
     pub error_charges: std::collections::BTreeMap<String, u32>,
+    /// The latest averagings, oldest first (at most [`RECENT_AVERAGINGS`]).
+    #[serde(default)]
+    pub averagings: Vec<AveragingEvent>,
+}
+
+/// Averagings kept in [`NodeStatus::averagings`].
+pub const RECENT_AVERAGINGS: usize = 16;
+
+/// One finished averaging: the models fetched and what became of them.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AveragingEvent {
+    /// Node uptime when it finished, in seconds.
+    pub at_secs: f64,
+    /// `adopt` (a fresh node took the network's model) or `merge`.
+    pub kind: String,
+    /// What happened: `merged`, `adopted`, `rejected` (no model usable) or `failed` (none
+    /// fetched).
+    pub outcome: String,
+    /// Wall time of the fetches, in milliseconds.
+    pub millis: u64,
+    pub models: Vec<ModelFetch>,
+}
+
+/// One model fetched (or not) during an averaging.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ModelFetch {
+    /// The peer whose announcement named the model.
+    pub peer_id: String,
+    pub manifest: String,
+    pub chunks_fetched: u64,
+    pub chunks_reused: u64,
+    /// Chunks received from each peer (the announcer and other holders).
+    pub sources: std::collections::BTreeMap<String, u64>,
+    /// Why the model was not used, if it was not.
+    pub error: Option<String>,
 }

@@ -19,6 +19,7 @@ pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod data;
+pub mod history;
 pub mod identity;
 pub mod init;
 pub mod logging;

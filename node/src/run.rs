@@ -140,7 +140,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<()> {
         .await
         .context("starting the node")?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let dashboard = crate::api::serve(cfg.dashboard.listen, node.status.clone(), stop_rx).await?;
+    let dashboard = crate::api::serve(cfg.dashboard.listen, (&node).into(), stop_rx).await?;
     println!("peer {} on network {}", node.peer_id, cfg.network_id);
     println!("dashboard: http://{dashboard}/");
     if args.exit_with_parent {

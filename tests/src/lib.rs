@@ -99,3 +99,128 @@ pub fn dial_addr(status: &NodeStatus) -> libp2p::Multiaddr {
         .parse()
         .expect("valid multiaddr")
 }
+
+/// A small live network: `n` nodes on the digits, the first one's API and dashboard served on
+/// a loopback port. Keep the temp dirs alive as long as the nodes.
+#[derive(Debug)]
+pub struct LiveNetwork {
+    pub nodes: Vec<RunningNode>,
+    pub dashboard: std::net::SocketAddr,
+    pub dirs: Vec<tempfile::TempDir>,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+impl LiveNetwork {
+    /// Starts `n` nodes (the rest bootstrapped from the first), waits until every node has
+    /// announced a model and the first hears all the others, and serves the first's API.
+    pub async fn start(network_id: &str, n: usize) -> Self {
+        let dirs: Vec<_> = (0..n).map(|_| tempfile::tempdir().unwrap()).collect();
+        let first = start(options(dirs[0].path(), network_id, 0, n, vec![])).await;
+        let s0 = wait_for(
+            &first,
+            "first node listening",
+            Duration::from_secs(30),
+            |s| !s.listen_addrs.is_empty(),
+        )
+        .await;
+        let mut nodes = vec![first];
+        for (i, dir) in dirs.iter().enumerate().skip(1) {
+            nodes.push(start(options(dir.path(), network_id, i, n, vec![dial_addr(&s0)])).await);
+        }
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let dashboard =
+            murmur_node::api::serve("127.0.0.1:0".parse().unwrap(), (&nodes[0]).into(), stop_rx)
+                .await
+                .unwrap();
+        wait_for(
+            &nodes[0],
+            "the first node hearing every other",
+            Duration::from_secs(60),
+            |s| s.version >= 1 && s.peers.len() == n - 1,
+        )
+        .await;
+        Self {
+            nodes,
+            dashboard,
+            dirs,
+            stop,
+        }
+    }
+
+    /// Stops the API and every node.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for n in self.nodes {
+            n.shutdown().await;
+        }
+    }
+}
+
+/// A parsed HTTP response.
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    /// Header names lower-cased.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    /// The first header named `name` (lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body parsed as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "body is not JSON ({e}): {}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+}
+
+/// `GET path` over HTTP/1.0 on loopback: one request needs no HTTP client library.
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> HttpResponse {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut raw))
+        .await
+        .expect("response within 10 s")
+        .unwrap();
+    parse_response(&raw)
+}
+
+/// Splits a raw HTTP response into status, headers and body.
+pub fn parse_response(raw: &[u8]) -> HttpResponse {
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("complete header");
+    let head = String::from_utf8_lossy(&raw[..end]);
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .expect("status line");
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    HttpResponse {
+        status,
+        headers,
+        body: raw[end + 4..].to_vec(),
+    }
+}

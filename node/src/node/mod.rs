@@ -11,8 +11,10 @@
 //! The node task owns the per-peer announcement table and the version counter; it never
 //! touches the swarm (only the network [`Client`]) nor the model (only the trainer's queue).
 
+mod events;
 mod status;
 
+pub use events::{EVENT_BUFFER, NodeEvent};
 pub use status::{AveragingEvent, ModelFetch, NodeStatus, PeerView, RECENT_AVERAGINGS};
 
 use crate::averaging::fetch::{self, ErrorBudgets, FetchLimits};
@@ -33,7 +35,7 @@ use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
 
 /// Everything a node needs to start.
@@ -62,9 +64,14 @@ pub struct RunningNode {
     pub client: Client,
     pub status: watch::Receiver<NodeStatus>,
     pub store: ChunkStore,
+    /// Announcements, averagings and rejections as they happen (subscribe to listen).
+    pub events: broadcast::Sender<NodeEvent>,
+    /// What this node saw of the network over time.
+    pub history: crate::history::History,
     stop: watch::Sender<bool>,
     task: Option<JoinHandle<()>>,
     network: Option<JoinHandle<()>>,
+    recorder: Option<JoinHandle<()>>,
 }
 
 impl RunningNode {
@@ -83,6 +90,9 @@ impl RunningNode {
             net.abort();
             let _ = net.await;
         }
+        if let Some(recorder) = self.recorder.take() {
+            let _ = recorder.await;
+        }
     }
 }
 
@@ -91,6 +101,9 @@ impl Drop for RunningNode {
         let _ = self.stop.send(true);
         if let Some(net) = self.network.take() {
             net.abort();
+        }
+        if let Some(recorder) = self.recorder.take() {
+            recorder.abort();
         }
     }
 }
@@ -163,6 +176,14 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<RunningNode> {
     let (stop, stop_rx) = watch::channel(false);
     let budgets = ErrorBudgets::new(opts.error_budget);
     let (averaged, averaged_rx) = mpsc::channel(4);
+    let (events_tx, _) = broadcast::channel(EVENT_BUFFER);
+    let history = crate::history::History::new(crate::history::HISTORY_POINTS);
+    let recorder = crate::history::spawn_recorder(
+        history.clone(),
+        status.clone(),
+        stop_rx.clone(),
+        crate::history::HISTORY_EVERY,
+    );
     let state = NodeTask {
         opts,
         peer_id,
@@ -184,6 +205,7 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<RunningNode> {
         unsaved: None,
         averaged,
         averagings: VecDeque::new(),
+        events: events_tx.clone(),
     };
     let task = tokio::spawn(state.run(trainer, events, averaged_rx, stop_rx));
     Ok(RunningNode {
@@ -191,9 +213,12 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<RunningNode> {
         client,
         status,
         store,
+        events: events_tx,
+        history,
         stop,
         task: Some(task),
         network: Some(network),
+        recorder: Some(recorder),
     })
 }
 
@@ -241,6 +266,8 @@ struct NodeTask {
     averaged: mpsc::Sender<AveragingEvent>,
     /// The latest averagings, oldest first.
     averagings: VecDeque<AveragingEvent>,
+    /// Listeners of [`NodeEvent`]s (sending fails only when nobody listens).
+    events: broadcast::Sender<NodeEvent>,
 }
 
 /// How often the status snapshot is refreshed between events.
@@ -273,6 +300,7 @@ impl NodeTask {
                     if self.averagings.len() >= RECENT_AVERAGINGS {
                         self.averagings.pop_front();
                     }
+                    let _ = self.events.send(NodeEvent::Averaging(done.clone()));
                     self.averagings.push_back(done);
                 }
                 changed = rounds.changed() => {
@@ -322,6 +350,16 @@ impl NodeTask {
                     return;
                 }
                 self.store.touch(&announce.manifest);
+                let _ = self.events.send(NodeEvent::Announce {
+                    at_secs: self.started.elapsed().as_secs_f64(),
+                    peer_id: from.to_string(),
+                    own: false,
+                    version: announce.version,
+                    manifest: announce.manifest.to_hex(),
+                    samples: announce.samples,
+                    accuracy: announce.metrics.accuracy,
+                    loss: announce.metrics.loss,
+                });
                 self.known.insert(
                     from,
                     Heard {
@@ -334,6 +372,11 @@ impl NodeTask {
                 Counters::inc(&self.counters.announces_rejected);
                 self.budgets.charge(from);
                 tracing::debug!(%from, "announcement rejected: {reason}");
+                let _ = self.events.send(NodeEvent::Rejected {
+                    at_secs: self.started.elapsed().as_secs_f64(),
+                    peer_id: from.to_string(),
+                    reason,
+                });
             }
             Event::Listening(_) => {}
         }
@@ -409,6 +452,16 @@ impl NodeTask {
                 .map(|p| bytes::Bytes::from(p.to_bytes()))
                 .collect(),
         };
+        let _ = self.events.send(NodeEvent::Announce {
+            at_secs: self.started.elapsed().as_secs_f64(),
+            peer_id: self.peer_id.to_string(),
+            own: true,
+            version: self.version,
+            manifest: snapshot.id.to_hex(),
+            samples: round.samples,
+            accuracy: announce.metrics.accuracy,
+            loss: announce.metrics.loss,
+        });
         if let Err(e) = self.client.publish(announce).await {
             // Nobody subscribed yet (alone, or the mesh is still forming): not an error.
             tracing::debug!("announce not published: {e}");

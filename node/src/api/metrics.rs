@@ -1,0 +1,128 @@
+//! `GET /metrics`: the node's counters and gauges in the Prometheus / OpenMetrics text format
+//! (prefix `murmur_`), encoded by `prometheus-client` from a status snapshot at each scrape.
+
+use crate::node::NodeStatus;
+use prometheus_client::encoding::text::encode as encode_text;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+
+/// The content type of the encoding (Prometheus negotiates it).
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Encodes `s` as text.
+pub fn encode(s: &NodeStatus) -> Result<String, std::fmt::Error> {
+    let c = &s.counters;
+    let mut r = Registry::with_prefix("murmur");
+    let counters: [(&str, &str, u64); 10] = [
+        (
+            "rounds",
+            "Training rounds completed, each announcing a model",
+            c.rounds,
+        ),
+        ("merges", "Merges applied to the model", c.merges),
+        (
+            "merges_rejected",
+            "Fetched models refused (layout, non-finite values)",
+            c.merges_rejected,
+        ),
+        (
+            "chunks_fetched",
+            "Chunks fetched from peers and verified",
+            c.chunks_fetched,
+        ),
+        (
+            "chunks_reused",
+            "Chunks a fetch needed that were already held",
+            c.chunks_reused,
+        ),
+        (
+            "fetch_failures",
+            "Model fetches that failed",
+            c.fetch_failures,
+        ),
+        (
+            "announces_rejected",
+            "Gossip announcements rejected by validation",
+            c.announces_rejected,
+        ),
+        ("sent_bytes", "Bytes of sync traffic sent", c.bytes_sent),
+        (
+            "received_bytes",
+            "Bytes of sync traffic received",
+            c.bytes_received,
+        ),
+        (
+            "samples_trained",
+            "Training samples folded into the model",
+            s.samples,
+        ),
+    ];
+    for (name, help, value) in counters {
+        r.register(name, help, ConstCounter::new(value));
+    }
+    let gauges: [(&str, &str, f64); 7] = [
+        (
+            "model_version",
+            "Version of the latest announced model",
+            s.version as f64,
+        ),
+        (
+            "accuracy",
+            "Test accuracy of the latest evaluated model",
+            f64::from(s.accuracy),
+        ),
+        (
+            "loss",
+            "Test loss of the latest evaluated model",
+            f64::from(s.loss),
+        ),
+        (
+            "uptime_seconds",
+            "Seconds since the node started",
+            s.uptime_secs,
+        ),
+        (
+            "peers_known",
+            "Peers heard from recently",
+            s.peers.len() as f64,
+        ),
+        (
+            "peers_connected",
+            "Peers connected",
+            s.connected.len() as f64,
+        ),
+        (
+            "consensus_distance",
+            "Estimated mean squared distance of the models to their mean (NaN if unknown)",
+            s.consensus_distance.unwrap_or(f64::NAN),
+        ),
+    ];
+    for (name, help, value) in gauges {
+        r.register(name, help, ConstGauge::new(value));
+    }
+    let mut out = String::new();
+    encode_text(&mut out, &r)?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_and_gauges_are_encoded_with_the_prefix() {
+        let mut s = NodeStatus {
+            version: 4,
+            accuracy: 0.5,
+            ..NodeStatus::default()
+        };
+        s.counters.merges = 3;
+        let text = encode(&s).unwrap_or_default();
+        assert!(text.contains("# TYPE murmur_merges counter\n"), "{text}");
+        assert!(text.contains("\nmurmur_merges_total 3\n"), "{text}");
+        assert!(text.contains("\nmurmur_model_version 4.0\n"), "{text}");
+        assert!(text.contains("\nmurmur_accuracy 0.5\n"), "{text}");
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+}

@@ -8,7 +8,7 @@ use crate::config::NodeConfig;
 use crate::data::ShardSpec;
 use crate::network::NetworkConfig;
 use crate::node::{self, NodeOptions};
-use crate::train::worker::RoundPolicy;
+use crate::train::worker::{LrDecay, RoundPolicy};
 use anyhow::Context;
 use libp2p::Multiaddr;
 use std::net::SocketAddr;
@@ -117,6 +117,10 @@ pub fn options(cfg: &NodeConfig) -> NodeOptions {
             steps: a.round_steps as u64,
             max_time: a.round_time_limit(),
             eval_every: EVAL_EVERY,
+            lr_decay: (t.lr_decay_samples > 0).then_some(LrDecay {
+                base: t.lr,
+                samples: t.lr_decay_samples,
+            }),
         },
         policy: Policy {
             fanout: a.fanout,

@@ -73,6 +73,12 @@ pub struct Tuning {
     /// `averaging.fanout` of every peer.
     #[arg(long)]
     pub fanout: Option<usize>,
+    /// `training.lr_decay_samples` of every peer.
+    #[arg(long)]
+    pub lr_decay_samples: Option<u64>,
+    /// `training.balance_classes` of every peer.
+    #[arg(long)]
+    pub balance_classes: Option<bool>,
 }
 
 impl Tuning {
@@ -93,6 +99,12 @@ impl Tuning {
         if let Some(v) = self.fanout {
             cfg.averaging.fanout = v;
         }
+        if let Some(v) = self.lr_decay_samples {
+            cfg.training.lr_decay_samples = v;
+        }
+        if let Some(v) = self.balance_classes {
+            cfg.training.balance_classes = v;
+        }
     }
 }
 
@@ -108,6 +120,10 @@ pub struct PeerSummary {
     pub bytes_received: u64,
     pub chunks_fetched: u64,
     pub chunks_reused: u64,
+    /// Training samples folded into its model.
+    pub samples: u64,
+    /// With `--until-accuracy`: seconds until this peer first reported the target accuracy.
+    pub reached_target_secs: Option<f64>,
 }
 
 /// The testnet's outcome.
@@ -118,6 +134,9 @@ pub struct TestnetSummary {
     pub min_accuracy: f32,
     pub consensus_distance: Option<f64>,
     pub seconds: f64,
+    /// With `--until-accuracy`: seconds until every peer had reported the target at least
+    /// once (`seconds` is until all report it at the same time).
+    pub each_reached_secs: Option<f64>,
     pub dir: PathBuf,
     pub dashboard: String,
 }
@@ -126,6 +145,7 @@ struct Peer {
     child: Child,
     dashboard: SocketAddr,
     last: Option<NodeStatus>,
+    reached: Option<f64>,
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -232,6 +252,7 @@ pub async fn run(args: &TestnetArgs) -> anyhow::Result<TestnetSummary> {
             child,
             dashboard,
             last: None,
+            reached: None,
         });
     }
     let dashboard = format!("http://{}/", peers[0].dashboard);
@@ -270,6 +291,12 @@ pub async fn run(args: &TestnetArgs) -> anyhow::Result<TestnetSummary> {
                 );
             }
             if let Ok(s) = fetch_status(p.dashboard).await {
+                if p.reached.is_none()
+                    && s.version > 0
+                    && args.until_accuracy.is_some_and(|a| s.accuracy >= a)
+                {
+                    p.reached = Some(started.elapsed().as_secs_f64());
+                }
                 p.last = Some(s);
             }
         }
@@ -306,10 +333,15 @@ pub async fn run(args: &TestnetArgs) -> anyhow::Result<TestnetSummary> {
     let seconds = started.elapsed().as_secs_f64();
     stop_all(&mut peers).await;
 
+    let each_reached_secs = peers
+        .iter()
+        .map(|p| p.reached)
+        .collect::<Option<Vec<f64>>>()
+        .map(|t| t.into_iter().fold(0.0, f64::max));
     let summaries: Vec<PeerSummary> = peers
         .iter()
-        .filter_map(|p| p.last.as_ref())
-        .map(|s| PeerSummary {
+        .filter_map(|p| p.last.as_ref().map(|s| (s, p.reached)))
+        .map(|(s, reached)| PeerSummary {
             peer_id: s.peer_id.clone(),
             accuracy: s.accuracy,
             loss: s.loss,
@@ -319,6 +351,8 @@ pub async fn run(args: &TestnetArgs) -> anyhow::Result<TestnetSummary> {
             bytes_received: s.counters.bytes_received,
             chunks_fetched: s.counters.chunks_fetched,
             chunks_reused: s.counters.chunks_reused,
+            samples: s.samples,
+            reached_target_secs: reached,
         })
         .collect();
     let accs: Vec<f32> = summaries.iter().map(|s| s.accuracy).collect();
@@ -329,6 +363,7 @@ pub async fn run(args: &TestnetArgs) -> anyhow::Result<TestnetSummary> {
         min_accuracy: min,
         consensus_distance: peers[0].last.as_ref().and_then(|s| s.consensus_distance),
         seconds,
+        each_reached_secs,
         dir,
         dashboard,
     })

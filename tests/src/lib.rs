@@ -48,6 +48,7 @@ pub fn options(
             steps: 10,
             max_time: None,
             eval_every: Duration::ZERO,
+            lr_decay: None,
         },
         policy: Policy {
             fanout: 2,

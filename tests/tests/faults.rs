@@ -183,16 +183,16 @@ async fn a_late_joiner_adopts_the_networks_model_and_catches_up() {
         &late,
         "late joiner caught up",
         Duration::from_secs(60),
-        |s| s.counters.merges >= 1 && s.accuracy >= 0.85 && s.peers.len() == 3,
+        |s| s.counters.merges >= 2 && s.accuracy >= 0.85 && s.peers.len() == 3,
     )
     .await;
     assert!(!s.resumed);
     assert!(s.counters.chunks_fetched > 0);
     let adopt = s
-        .averagings
-        .iter()
-        .find(|a| a.kind == "adopt")
-        .unwrap_or_else(|| panic!("no adoption among {:?}", s.averagings));
+        .adoption
+        .as_ref()
+        .unwrap_or_else(|| panic!("the late joiner adopted nothing: {s:#?}"));
+    assert_eq!(adopt.kind, "adopt");
     assert_eq!(adopt.outcome, "adopted", "{adopt:?}");
     assert_eq!(adopt.models.len(), 1, "{adopt:?}");
     let model = &adopt.models[0];

@@ -43,13 +43,19 @@ pub struct ConvergeReport {
     pub target: f32,
     pub centralized_seconds: f64,
     pub centralized_accuracy: f32,
+    /// Until every peer reports the target at the same time.
     pub network_seconds: f64,
+    /// Until every peer has reported the target at least once.
+    pub network_each_reached_seconds: Option<f64>,
     pub network_mean_accuracy: f32,
     pub network_min_accuracy: f32,
     /// network time / centralized time.
     pub ratio: f64,
     /// Mean over peers of bytes sent plus received.
     pub bytes_per_peer: f64,
+    /// Training samples per second, centralized and summed over the network's peers.
+    pub centralized_samples_per_sec: f64,
+    pub network_samples_per_sec: f64,
     pub peers: usize,
 }
 
@@ -73,12 +79,19 @@ impl ConvergeReport {
             self.network_min_accuracy,
             self.bytes_per_peer / 1e6
         );
+        if let Some(each) = self.network_each_reached_seconds {
+            println!("  every peer had reached it at least once after {each:.1} s");
+        }
+        println!(
+            "  training throughput: centralized {:.0} samples/s, network {:.0} samples/s in all",
+            self.centralized_samples_per_sec, self.network_samples_per_sec
+        );
         println!("  ratio network / centralized {:.2}x", self.ratio);
     }
 }
 
 /// Trains centrally, evaluating every `eval_steps` steps, until `target` or `timeout`.
-fn centralized(args: &ConvergeArgs) -> anyhow::Result<(f64, f32)> {
+fn centralized(args: &ConvergeArgs) -> anyhow::Result<(f64, f32, f64)> {
     let ds = data::load(args.dataset, None).with_context(|| format!("loading {}", args.dataset))?;
     let started = Instant::now();
     let cfg = TrainConfig {
@@ -98,7 +111,8 @@ fn centralized(args: &ConvergeArgs) -> anyhow::Result<(f64, f32)> {
         bar.tick();
         if eval.accuracy >= args.target || started.elapsed().as_secs_f64() > args.timeout {
             bar.finish_and_clear();
-            return Ok((started.elapsed().as_secs_f64(), eval.accuracy));
+            let secs = started.elapsed().as_secs_f64();
+            return Ok((secs, eval.accuracy, trainer.samples_seen() as f64 / secs));
         }
     }
 }
@@ -106,7 +120,7 @@ fn centralized(args: &ConvergeArgs) -> anyhow::Result<(f64, f32)> {
 /// Runs the benchmark.
 pub async fn run(args: &ConvergeArgs) -> anyhow::Result<ConvergeReport> {
     let cargs = args.clone();
-    let (centralized_seconds, centralized_accuracy) =
+    let (centralized_seconds, centralized_accuracy, centralized_samples_per_sec) =
         tokio::task::spawn_blocking(move || centralized(&cargs)).await??;
     let summary = testnet::run(&TestnetArgs {
         peers: args.peers,
@@ -126,11 +140,15 @@ pub async fn run(args: &ConvergeArgs) -> anyhow::Result<ConvergeReport> {
         .map(|p| (p.bytes_sent + p.bytes_received) as f64)
         .sum::<f64>()
         / summary.peers.len().max(1) as f64;
+    let samples: u64 = summary.peers.iter().map(|p| p.samples).sum();
     Ok(ConvergeReport {
         target: args.target,
         centralized_seconds,
         centralized_accuracy,
         network_seconds: summary.seconds,
+        network_each_reached_seconds: summary.each_reached_secs,
+        centralized_samples_per_sec,
+        network_samples_per_sec: samples as f64 / summary.seconds.max(1e-9),
         network_mean_accuracy: summary.mean_accuracy,
         network_min_accuracy: summary.min_accuracy,
         ratio: summary.seconds / centralized_seconds.max(1e-9),

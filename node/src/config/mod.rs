@@ -183,7 +183,8 @@ impl NetworkConfig {
 }
 
 /// `[training]`: this peer's data and how it trains locally. The defaults are those of
-/// `murmur train`, except `threads` (1: several peers often share a machine).
+/// `murmur train`, except `threads` (1: several peers often share a machine) and
+/// `balance_classes` (on: peers' shards are often skewed).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrainingConfig {
@@ -217,6 +218,14 @@ pub struct TrainingConfig {
     pub momentum: f64,
     /// Weight decay, >= 0 (L2 for SGD, decoupled for AdamW). Omitted: 0.
     pub weight_decay: f64,
+    /// Inverse-time learning-rate decay: the rate is `lr / (1 + samples / lr_decay_samples)`,
+    /// `samples` being those this peer has trained on (it continues after a restart); 0 =
+    /// constant. Omitted: 0.
+    pub lr_decay_samples: u64,
+    /// Logit adjustment for label skew: train with `log p(class)` of this peer's own labels
+    /// added to the logits (balanced softmax), so a peer holding mostly a few classes does not
+    /// learn to predict mostly those. No effect on a balanced shard. Omitted: true.
+    pub balance_classes: bool,
     /// Examples per minibatch, >= 1. Omitted: 50.
     pub batch_size: usize,
     /// Seeds the initial weights (so it must be the same on every peer of a network), the
@@ -242,6 +251,8 @@ impl Default for TrainingConfig {
             lr: optim.lr,
             momentum: optim.momentum,
             weight_decay: optim.weight_decay,
+            lr_decay_samples: 0,
+            balance_classes: true,
             batch_size: 50,
             seed: 1,
             threads: 1,
@@ -263,6 +274,7 @@ impl TrainingConfig {
             batch_size: self.batch_size,
             seed: self.seed,
             conv: ConvImpl::default(),
+            balance_classes: self.balance_classes,
         }
     }
 
@@ -954,8 +966,17 @@ mod tests {
 
     #[test]
     fn config_defaults_match_murmur_train() {
+        // Except for the logit adjustment: peers' shards are often skewed, one machine's
+        // whole dataset is not.
         let ours = NodeConfig::default().training.train_config();
-        assert_eq!(ours, TrainConfig::default());
+        assert!(ours.balance_classes);
+        assert_eq!(
+            ours,
+            TrainConfig {
+                balance_classes: true,
+                ..TrainConfig::default()
+            }
+        );
     }
 
     #[test]

@@ -62,6 +62,11 @@ lr = {lr}
 momentum = {momentum}
 # Weight decay, >= 0.
 weight_decay = {weight_decay}
+# Learning-rate decay: lr / (1 + samples trained / lr_decay_samples); 0 = constant.
+lr_decay_samples = {lr_decay_samples}
+# Train with log p(class) of this peer's labels added to the logits, so a shard skewed toward
+# a few classes does not teach the model to favour them (no effect on a balanced shard).
+balance_classes = {balance_classes}
 # Examples per minibatch.
 batch_size = {batch_size}
 # Seeds the initial weights (the same on all peers of a network), the partition, batch order.
@@ -114,6 +119,8 @@ listen = {dashboard_listen}
         lr = float(train.lr),
         momentum = float(train.momentum),
         weight_decay = float(train.weight_decay),
+        lr_decay_samples = train.lr_decay_samples,
+        balance_classes = train.balance_classes,
         batch_size = train.batch_size,
         seed = train.seed,
         threads = train.threads,
@@ -239,7 +246,7 @@ mod tests {
     #[test]
     fn config_every_template_key_is_in_the_docs() {
         let keys = template_keys();
-        assert_eq!(keys.len(), 31, "{keys:?}");
+        assert_eq!(keys.len(), 33, "{keys:?}");
         for key in keys {
             assert!(
                 DOCS.contains(&format!("| `{key}` |")),

@@ -205,6 +205,7 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<RunningNode> {
         unsaved: None,
         averaged,
         averagings: VecDeque::new(),
+        adoption: None,
         events: events_tx.clone(),
     };
     let task = tokio::spawn(state.run(trainer, events, averaged_rx, stop_rx));
@@ -266,6 +267,8 @@ struct NodeTask {
     averaged: mpsc::Sender<AveragingEvent>,
     /// The latest averagings, oldest first.
     averagings: VecDeque<AveragingEvent>,
+    /// How this node joined the network, if it adopted a model.
+    adoption: Option<AveragingEvent>,
     /// Listeners of [`NodeEvent`]s (sending fails only when nobody listens).
     events: broadcast::Sender<NodeEvent>,
 }
@@ -301,6 +304,9 @@ impl NodeTask {
                         self.averagings.pop_front();
                     }
                     let _ = self.events.send(NodeEvent::Averaging(done.clone()));
+                    if done.kind == "adopt" {
+                        self.adoption = Some(done.clone());
+                    }
                     self.averagings.push_back(done);
                 }
                 changed = rounds.changed() => {
@@ -542,31 +548,37 @@ impl NodeTask {
             .map(|k| k.peer)
             .filter(|p| self.budgets.exhausted(p))
             .collect();
-        let adopt = !self.adopted;
-        let chosen: Vec<Known<PeerId>> = if adopt {
-            // A fresh node joining a network that has moved on takes the freshest model.
-            let freshest = known
+        // A fresh node joining a network that has moved on (a fresh announcement further
+        // along than this node) takes the freshest model, once, instead of averaging with it.
+        let freshest = if self.adopted {
+            None
+        } else {
+            known
                 .iter()
                 .filter(|k| {
-                    now.saturating_sub(k.seen_at) <= self.opts.policy.freshness && k.version > 1
+                    now.saturating_sub(k.seen_at) <= self.opts.policy.freshness
+                        && k.version > self.version
+                        && !avoid.contains(&k.peer)
                 })
                 .max_by_key(|k| k.version)
-                .cloned();
-            if freshest.is_none() {
-                self.adopted = self.version > 1;
-            }
-            freshest.into_iter().collect()
-        } else {
-            self.opts
+                .cloned()
+        };
+        let adopt = freshest.is_some();
+        let chosen: Vec<Known<PeerId>> = match freshest {
+            Some(k) => vec![k],
+            None => self
+                .opts
                 .policy
                 .choose(&known, Some(&own.manifest), &avoid, now, &mut self.rng)
                 .into_iter()
                 .cloned()
-                .collect()
+                .collect(),
         };
         if chosen.is_empty() {
             return None;
         }
+        // Adopting or averaging with the network: either way this node has joined it.
+        self.adopted = true;
         let jobs: Vec<(Known<PeerId>, Vec<PeerId>)> = chosen
             .into_iter()
             .map(|k| {
@@ -585,9 +597,6 @@ impl NodeTask {
             self.opts.policy.clone(),
             trainer.merges.clone(),
         );
-        if adopt {
-            self.adopted = true;
-        }
         for (k, _) in &jobs {
             self.merged.insert(k.peer, k.manifest);
         }
@@ -740,6 +749,7 @@ impl NodeTask {
                 .map(|(p, n)| (p.to_string(), n))
                 .collect(),
             averagings: self.averagings.iter().cloned().collect(),
+            adoption: self.adoption.clone(),
         };
         self.status.send_replace(status);
     }

@@ -50,6 +50,9 @@ pub struct NodeStatus {
     /// The latest averagings, oldest first (at most [`RECENT_AVERAGINGS`]).
     #[serde(default)]
     pub averagings: Vec<AveragingEvent>,
+    /// How this node joined: the adoption of the network's model, if it adopted one.
+    #[serde(default)]
+    pub adoption: Option<AveragingEvent>,
 }
 
 /// Averagings kept in [`NodeStatus::averagings`].

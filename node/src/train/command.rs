@@ -121,6 +121,7 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<TrainReport> {
         batch_size: args.batch_size,
         seed: args.seed,
         conv: args.conv,
+        balance_classes: false,
     };
     let train_samples = train.len;
     let mut trainer = Trainer::new(

@@ -31,6 +31,11 @@ pub struct TrainConfig {
     pub seed: u64,
     /// How the CNN computes convolutions (no effect on other models).
     pub conv: ConvImpl,
+    /// Logit adjustment for label skew: training adds `log p(class)` of this trainer's own
+    /// training labels to the logits before the loss (balanced softmax), so a model trained
+    /// on a few classes does not learn to favour them; evaluation uses plain logits. No
+    /// effect on balanced data.
+    pub balance_classes: bool,
 }
 
 impl Default for TrainConfig {
@@ -43,6 +48,7 @@ impl Default for TrainConfig {
             batch_size: 50,
             seed: 1,
             conv: ConvImpl::default(),
+            balance_classes: false,
         }
     }
 }
@@ -71,6 +77,20 @@ pub enum TrainError {
     Panicked,
 }
 
+/// `log p(class)` of `labels` over `classes`, as a (1, classes) tensor. Counts get one
+/// added, so a class absent from the shard has a small prior, not zero.
+fn log_prior(labels: &[u8], classes: usize) -> candle_core::Result<Tensor> {
+    let mut counts = vec![1f32; classes];
+    for &l in labels {
+        if let Some(c) = counts.get_mut(usize::from(l)) {
+            *c += 1.0;
+        }
+    }
+    let total: f32 = counts.iter().sum();
+    let logs: Vec<f32> = counts.iter().map(|c| (c / total).ln()).collect();
+    Tensor::from_vec(logs, (1, classes), &Device::Cpu)
+}
+
 /// One model being trained on one peer's data.
 #[derive(Debug)]
 pub struct Trainer {
@@ -84,6 +104,8 @@ pub struct Trainer {
     order: Vec<usize>,
     cursor: usize,
     samples_seen: u64,
+    /// `log p(class)` of the training labels, shape (1, classes), when balancing classes.
+    logit_adjust: Option<Tensor>,
 }
 
 impl Trainer {
@@ -108,6 +130,11 @@ impl Trainer {
         // The batch order gets its own stream, apart from the weights' seed.
         let rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x6D75_726D_7572_0001);
         let order = (0..train.len).collect();
+        let logit_adjust = if cfg.balance_classes {
+            Some(log_prior(&train.labels, classes)?)
+        } else {
+            None
+        };
         let mut trainer = Self {
             net,
             optim,
@@ -118,6 +145,7 @@ impl Trainer {
             order,
             cursor: 0,
             samples_seen: 0,
+            logit_adjust,
         };
         trainer.order.shuffle(&mut trainer.rng);
         Ok(trainer)
@@ -168,7 +196,11 @@ impl Trainer {
         }
         let end = (self.cursor + self.batch_size).min(self.order.len());
         let (xs, ys) = Self::batch(&self.train, &self.order[self.cursor..end])?;
-        let loss = candle_nn::loss::cross_entropy(&self.net.forward(&xs)?, &ys)?;
+        let mut logits = self.net.forward(&xs)?;
+        if let Some(adjust) = &self.logit_adjust {
+            logits = logits.broadcast_add(adjust)?;
+        }
+        let loss = candle_nn::loss::cross_entropy(&logits, &ys)?;
         self.optim.step(&loss.backward()?)?;
         let value = loss.to_scalar::<f32>()?;
         if !value.is_finite() {
@@ -215,5 +247,29 @@ impl Trainer {
     /// Replaces the weights in place (after averaging); the optimizer state is kept.
     pub fn import(&self, params: &FlatParams) -> Result<(), TrainError> {
         Ok(self.net.import(params)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_logit_adjustment_is_the_log_of_the_smoothed_label_frequencies() {
+        // 3 classes: six 0s, two 1s, no 2: counts +1 = 7, 3, 1 of 11.
+        let labels = [0u8, 0, 0, 0, 0, 0, 1, 1];
+        let got: Vec<f32> = log_prior(&labels, 3)
+            .and_then(|t| t.flatten_all()?.to_vec1::<f32>())
+            .unwrap_or_default();
+        let want: Vec<f32> = [7.0f32, 3.0, 1.0].iter().map(|c| (c / 11.0).ln()).collect();
+        assert_eq!(got.len(), 3);
+        for (g, w) in got.iter().zip(&want) {
+            assert!((g - w).abs() < 1e-6, "{got:?} vs {want:?}");
+        }
+        // Balanced labels: every class shifted alike, so the loss's gradients are unchanged.
+        let balanced: Vec<f32> = log_prior(&[0, 1, 2, 0, 1, 2], 3)
+            .and_then(|t| t.flatten_all()?.to_vec1::<f32>())
+            .unwrap_or_default();
+        assert!(balanced.windows(2).all(|w| (w[0] - w[1]).abs() < 1e-6));
     }
 }

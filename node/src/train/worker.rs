@@ -31,6 +31,24 @@ pub struct RoundPolicy {
     /// Least time between two evaluations on the test split; rounds in between report the
     /// last one. Evaluating 10,000 test images every round would cost more than the round.
     pub eval_every: Duration,
+    /// If set, the learning rate decays as `lr / (1 + samples / decay)`.
+    pub lr_decay: Option<LrDecay>,
+}
+
+/// Inverse-time decay of the learning rate over the samples a peer has trained on.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LrDecay {
+    /// The rate at sample 0.
+    pub base: f64,
+    /// Samples after which the rate is halved (then a third at twice as many, ...).
+    pub samples: u64,
+}
+
+impl LrDecay {
+    /// The rate after `samples` trained samples.
+    pub fn lr(&self, samples: u64) -> f64 {
+        self.base / (1.0 + samples as f64 / self.samples.max(1) as f64)
+    }
 }
 
 /// One finished round.
@@ -89,6 +107,9 @@ impl TrainerHandle {
                         }
                         if stopping.load(Ordering::Relaxed) {
                             return Ok(());
+                        }
+                        if let Some(decay) = policy.lr_decay {
+                            trainer.set_lr(decay.lr(trainer.samples_seen()));
                         }
                         trainer.step()?;
                         if policy.max_time.is_some_and(|t| started.elapsed() >= t) {

@@ -528,11 +528,21 @@ impl NetworkConfig {
                 if addr.is_empty() {
                     return Err(ConfigError::invalid(key, quoted(addr), "must not be empty"));
                 }
-                if dialled && !matches!(addr.iter().last(), Some(Protocol::P2p(_))) {
+                if dialled
+                    && addr.iter().any(|p| {
+                        matches!(
+                            p,
+                            Protocol::Dns(_)
+                                | Protocol::Dns4(_)
+                                | Protocol::Dns6(_)
+                                | Protocol::Dnsaddr(_)
+                        )
+                    })
+                {
                     return Err(ConfigError::invalid(
                         key,
                         quoted(addr),
-                        "must end with /p2p/<peer id> (the id of the peer at that address)",
+                        "must use an IP address (/ip4/... or /ip6/...): murmur does not resolve host names",
                     ));
                 }
             }
@@ -1165,17 +1175,21 @@ mod tests {
     }
 
     #[test]
-    fn config_bootstrap_needs_a_peer_id() {
-        let good = format!("/ip4/192.0.2.7/tcp/4001/p2p/{PEER_ID}");
-        let cfg = parse(&format!("[network]\nbootstrap = [\"{good}\"]\n")).unwrap();
-        assert_eq!(cfg.network.bootstrap[0].to_string(), good);
-        let message = error(&format!(
-            "[network]\nbootstrap = [\"{good}\", \"/ip4/192.0.2.8/tcp/4001\"]\n"
-        ));
+    fn config_bootstrap_takes_ip_addresses_with_or_without_a_peer_id() {
+        let with_id = format!("/ip4/192.0.2.7/tcp/4001/p2p/{PEER_ID}");
+        let cfg = parse(&format!(
+            "[network]\nbootstrap = [\"{with_id}\", \"/ip4/192.0.2.8/tcp/4001\"]\n"
+        ))
+        .unwrap();
+        assert_eq!(cfg.network.bootstrap[0].to_string(), with_id);
+        assert_eq!(
+            cfg.network.bootstrap[1].to_string(),
+            "/ip4/192.0.2.8/tcp/4001"
+        );
+        let message = error("[network]\nbootstrap = [\"/dns4/peer0/tcp/4001\"]\n");
         assert!(
             message.starts_with(
-                "peer.toml: network.bootstrap[1] = \"/ip4/192.0.2.8/tcp/4001\": must end with \
-                 /p2p/<peer id>"
+                "peer.toml: network.bootstrap[0] = \"/dns4/peer0/tcp/4001\": must use an IP address"
             ),
             "{message}"
         );

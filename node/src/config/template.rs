@@ -31,8 +31,8 @@ data_dir = {data_dir}
 [network]
 # Multiaddrs to listen on; port 0 = any free port.
 listen = {listen}
-# Peers to dial at start, each ending in /p2p/<peer id>,
-# e.g. "/ip4/192.0.2.7/udp/4001/quic-v1/p2p/12D3KooW...".
+# Peers to dial at start (and again while not connected): IP addresses, best ending in
+# /p2p/<peer id>, e.g. "/ip4/192.0.2.7/udp/4001/quic-v1/p2p/12D3KooW...".
 bootstrap = {bootstrap}
 # Discover peers on the local network (mDNS).
 mdns = {mdns}

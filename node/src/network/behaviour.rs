@@ -115,7 +115,13 @@ pub fn build(
         gossipsub,
         sync,
         identify,
-        ping: ping::Behaviour::default(),
+        // A link that silently stopped (a cut cable, a container disconnected from its
+        // network) is noticed within about 15 s; the event loop then closes the connection.
+        ping: ping::Behaviour::new(
+            ping::Config::new()
+                .with_interval(std::time::Duration::from_secs(5))
+                .with_timeout(std::time::Duration::from_secs(10)),
+        ),
         mdns: mdns.into(),
         kad: kad.into(),
     })

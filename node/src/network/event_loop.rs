@@ -10,7 +10,7 @@ use libp2p::gossipsub::{self, MessageAcceptance};
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, OutboundRequestId};
 use libp2p::swarm::SwarmEvent;
-use libp2p::{Multiaddr, PeerId, Swarm, identify, identity, mdns, noise, tcp, yamux};
+use libp2p::{Multiaddr, PeerId, Swarm, identify, identity, mdns, noise, ping, tcp, yamux};
 use murmur_protocol::codec::{decode_announce, encode_announce};
 use murmur_protocol::limits::MAX_CHUNK_RESPONSE_DATA;
 use murmur_protocol::{ChunkReply, Request, Response};
@@ -22,6 +22,10 @@ use tokio::sync::{mpsc, oneshot};
 /// How often Kademlia walks to a random key to find more peers.
 const RANDOM_WALK_EVERY: Duration = Duration::from_secs(30);
 
+/// How often bootstrap peers this node is not connected to are dialled again (after they
+/// restarted, a link was cut or a partition healed).
+const REDIAL_EVERY: Duration = Duration::from_secs(10);
+
 /// The swarm's owner. Spawn [`EventLoop::run`].
 pub struct EventLoop {
     swarm: Swarm<Behaviour>,
@@ -31,6 +35,8 @@ pub struct EventLoop {
     events: mpsc::Sender<Event>,
     pending: HashMap<OutboundRequestId, (PeerId, oneshot::Sender<Result<Response, RequestError>>)>,
     topic: gossipsub::IdentTopic,
+    /// The peer found at each bootstrap address given without `/p2p/<id>`.
+    bootstrap_peers: HashMap<Multiaddr, PeerId>,
 }
 
 impl std::fmt::Debug for EventLoop {
@@ -79,6 +85,7 @@ impl EventLoop {
             events,
             pending: HashMap::new(),
             topic,
+            bootstrap_peers: HashMap::new(),
         })
     }
 
@@ -86,6 +93,8 @@ impl EventLoop {
     pub async fn run(mut self) {
         self.bootstrap();
         let mut walk = tokio::time::interval(RANDOM_WALK_EVERY);
+        let mut redial = tokio::time::interval(REDIAL_EVERY);
+        redial.tick().await;
         loop {
             tokio::select! {
                 event = self.swarm.select_next_some() => self.handle_event(event),
@@ -93,6 +102,7 @@ impl EventLoop {
                     Some(c) => self.handle_command(c),
                     None => break,
                 },
+                _ = redial.tick() => self.redial(),
                 _ = walk.tick() => {
                     if let Some(kad) = self.swarm.behaviour_mut().kad.as_mut() {
                         kad.get_closest_peers(PeerId::random());
@@ -126,6 +136,23 @@ impl EventLoop {
         }
         if let Some(kad) = self.swarm.behaviour_mut().kad.as_mut() {
             let _ = kad.bootstrap();
+        }
+    }
+
+    /// Dials every bootstrap address whose peer is not connected.
+    fn redial(&mut self) {
+        for addr in self.cfg.bootstrap.clone() {
+            let peer = match addr.iter().last() {
+                Some(Protocol::P2p(peer)) => Some(peer),
+                _ => self.bootstrap_peers.get(&addr).copied(),
+            };
+            if peer.is_some_and(|p| self.swarm.is_connected(&p)) {
+                continue;
+            }
+            tracing::debug!(%addr, "dialling bootstrap peer again");
+            if let Err(e) = self.swarm.dial(addr.clone()) {
+                tracing::debug!(%addr, "cannot dial bootstrap peer: {e}");
+            }
         }
     }
 
@@ -163,6 +190,17 @@ impl EventLoop {
                     self.learn_address(peer_id, addr);
                 }
             }
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event {
+                peer,
+                connection,
+                result: Err(e),
+            })) => {
+                // A connection that does not answer pings is dead even if TCP has not noticed
+                // yet; closing it lets gossip and requests use a fresh one (bootstrap peers are
+                // dialled again, others on demand).
+                tracing::debug!(%peer, "ping failed ({e}); closing the connection");
+                self.swarm.close_connection(connection);
+            }
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
                 for (peer, addr) in found {
                     self.learn_address(peer, addr.clone());
@@ -171,7 +209,14 @@ impl EventLoop {
                     }
                 }
             }
-            SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+            SwarmEvent::ConnectionEstablished {
+                peer_id, endpoint, ..
+            } => {
+                if let libp2p::core::ConnectedPoint::Dialer { address, .. } = &endpoint
+                    && self.cfg.bootstrap.contains(address)
+                {
+                    self.bootstrap_peers.insert(address.clone(), peer_id);
+                }
                 tracing::debug!(%peer_id, "connected")
             }
             SwarmEvent::ConnectionClosed { peer_id, cause, .. } => {
@@ -321,6 +366,9 @@ impl EventLoop {
             }
             Command::Dial { addr, reply } => {
                 let _ = reply.send(self.swarm.dial(addr).map_err(|e| e.to_string()));
+            }
+            Command::Disconnect { peer } => {
+                let _ = self.swarm.disconnect_peer_id(peer);
             }
             Command::Status { reply } => {
                 let _ = reply.send(NetStatus {

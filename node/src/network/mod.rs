@@ -97,6 +97,10 @@ pub(crate) enum Command {
     Status {
         reply: oneshot::Sender<NetStatus>,
     },
+    /// Close every connection to a peer (a fresh one is made when needed).
+    Disconnect {
+        peer: PeerId,
+    },
 }
 
 /// A handle to the event loop; clone it freely. The loop ends when every client is dropped.
@@ -144,6 +148,11 @@ impl Client {
         self.call(|reply| Command::Dial { addr, reply })
             .await
             .unwrap_or_else(|| Err("network stopped".into()))
+    }
+
+    /// Closes every connection to `peer`; a later request or redial makes a fresh one.
+    pub async fn disconnect(&self, peer: PeerId) {
+        let _ = self.commands.send(Command::Disconnect { peer }).await;
     }
 
     /// Listen addresses and connected peers.

@@ -281,6 +281,11 @@ const STATUS_EVERY: Duration = Duration::from_millis(500);
 /// fetch. Rounds finished sooner are skipped (training goes on; the next one is announced).
 const MIN_ANNOUNCE_INTERVAL: Duration = Duration::from_millis(250);
 
+/// A connected peer silent on gossip for this long has a connection whose gossip stream
+/// died (seen after a container's network was cut and reconnected: pings still pass, no
+/// announcement does); it is disconnected so that a fresh connection is made.
+const GOSSIP_SILENCE: Duration = Duration::from_secs(15);
+
 /// Least time between two checkpoints (each is written and fsynced in full).
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(2);
 
@@ -332,6 +337,7 @@ impl NodeTask {
                         break;
                     }
                     let net = self.client.status().await;
+                    self.drop_silent(&net).await;
                     self.publish_status(&net);
                 }
             }
@@ -686,6 +692,20 @@ impl NodeTask {
                 })
                 .await;
         }))
+    }
+
+    /// Disconnects connected peers heard from before but silent for [`GOSSIP_SILENCE`].
+    async fn drop_silent(&mut self, net: &network::NetStatus) {
+        for peer in &net.connected {
+            if let Some(h) = self.known.get(peer)
+                && h.at.elapsed() > GOSSIP_SILENCE
+            {
+                tracing::info!(%peer, "connected but silent for {:?}; reconnecting", h.at.elapsed());
+                // Forget it until it is heard again, so it is not dropped twice.
+                self.known.remove(peer);
+                self.client.disconnect(*peer).await;
+            }
+        }
     }
 
     /// Refreshes the status snapshot; `net` is a fresh network status.

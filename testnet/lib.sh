@@ -1,0 +1,28 @@
+# Shared by the testnet scripts (sourced, not run).
+set -euo pipefail
+TESTNET_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$TESTNET_DIR/.." && pwd)"
+RUN_DIR="$TESTNET_DIR/.run"      # generated compose file and configs (git-ignored)
+BUILD_DIR="$TESTNET_DIR/.build"  # the image's build context (git-ignored)
+export MURMUR_IMAGE="${MURMUR_IMAGE:-murmur-testnet:0.1}"
+PROJECT=murmur-testnet
+
+say() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*"; }
+
+compose() {
+  if command -v docker-compose >/dev/null 2>&1; then
+    docker-compose -p "$PROJECT" -f "$RUN_DIR/docker-compose.yml" "$@"
+  else
+    docker compose -p "$PROJECT" -f "$RUN_DIR/docker-compose.yml" "$@"
+  fi
+}
+
+# Number of peers of the running testnet (from its generated compose file).
+peer_count() { ls "$RUN_DIR"/peers/peer*.toml 2>/dev/null | wc -l; }
+
+container() { echo "murmur-peer$1"; }
+peer_ip() { echo "${MURMUR_SUBNET_PREFIX:-172.31.87}.$((10 + $1))"; }
+dashboard() { echo "http://127.0.0.1:$((8080 + $1))"; }
+
+# GET a JSON path of peer $1's API (empty output if unreachable).
+api() { curl -fsS --max-time 3 "$(dashboard "$1")$2" 2>/dev/null || true; }

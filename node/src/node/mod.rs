@@ -228,6 +228,8 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<RunningNode> {
 struct Heard {
     announce: Announce,
     at: Instant,
+    /// Time between its previous announcement and this one (its round cadence).
+    interval: Option<Duration>,
 }
 
 /// This node's current model, as announced.
@@ -281,9 +283,10 @@ const STATUS_EVERY: Duration = Duration::from_millis(500);
 /// fetch. Rounds finished sooner are skipped (training goes on; the next one is announced).
 const MIN_ANNOUNCE_INTERVAL: Duration = Duration::from_millis(250);
 
-/// A connected peer silent on gossip for this long has a connection whose gossip stream
-/// died (seen after a container's network was cut and reconnected: pings still pass, no
-/// announcement does); it is disconnected so that a fresh connection is made.
+/// A connected peer silent on gossip for this long, and for three of its own rounds, has a
+/// connection whose gossip stream died (seen after a container's network was cut and
+/// reconnected: pings still pass, no announcement does); it is disconnected so that a fresh
+/// connection is made. A peer whose rounds are slow is given three of them.
 const GOSSIP_SILENCE: Duration = Duration::from_secs(15);
 
 /// Least time between two checkpoints (each is written and fsynced in full).
@@ -372,11 +375,14 @@ impl NodeTask {
                     accuracy: announce.metrics.accuracy,
                     loss: announce.metrics.loss,
                 });
+                let now = Instant::now();
+                let interval = self.known.get(&from).map(|h| now - h.at);
                 self.known.insert(
                     from,
                     Heard {
                         announce: *announce,
-                        at: Instant::now(),
+                        at: now,
+                        interval,
                     },
                 );
             }
@@ -694,11 +700,12 @@ impl NodeTask {
         }))
     }
 
-    /// Disconnects connected peers heard from before but silent for [`GOSSIP_SILENCE`].
+    /// Disconnects connected peers heard from before but silent for [`GOSSIP_SILENCE`] and
+    /// for three of their rounds.
     async fn drop_silent(&mut self, net: &network::NetStatus) {
         for peer in &net.connected {
             if let Some(h) = self.known.get(peer)
-                && h.at.elapsed() > GOSSIP_SILENCE
+                && h.at.elapsed() > GOSSIP_SILENCE.max(h.interval.unwrap_or_default() * 3)
             {
                 tracing::info!(%peer, "connected but silent for {:?}; reconnecting", h.at.elapsed());
                 // Forget it until it is heard again, so it is not dropped twice.

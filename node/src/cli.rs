@@ -41,6 +41,8 @@ impl Command {
             Command::Train(args) => args.threads,
             Command::Run(args) => args.threads(),
             Command::Init(_) | Command::Testnet(_) => 0,
+            // The centralized baselines run on one thread, as each peer does.
+            Command::Bench(BenchCommand::Converge(_)) => 1,
             Command::Bench(_) => 0,
         }
     }
@@ -52,7 +54,7 @@ pub enum BenchCommand {
     /// Chunk and hash a parameter buffer, against plain blake3 over the same bytes.
     Chunking(bench::chunking::ChunkingArgs),
     /// Time to a target accuracy: centralized training against an N-peer testnet.
-    Converge(bench::converge::ConvergeArgs),
+    Converge(Box<bench::converge::ConvergeArgs>),
     /// Pull a model from another node over loopback, against a plain TCP copy.
     Transfer(bench::transfer::TransferArgs),
 }

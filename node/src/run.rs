@@ -3,12 +3,13 @@
 //! cleanly on Ctrl-C or SIGTERM.
 
 use crate::averaging::fetch::FetchLimits;
+use crate::averaging::outer::OuterParams;
 use crate::averaging::policy::Policy;
 use crate::config::NodeConfig;
 use crate::data::ShardSpec;
 use crate::network::NetworkConfig;
 use crate::node::{self, NodeOptions};
-use crate::train::worker::{LrDecay, RoundPolicy};
+use crate::train::worker::{LrSchedule, RoundPolicy};
 use anyhow::Context;
 use libp2p::Multiaddr;
 use std::net::SocketAddr;
@@ -116,16 +117,24 @@ pub fn options(cfg: &NodeConfig) -> NodeOptions {
         round: RoundPolicy {
             steps: a.round_steps as u64,
             max_time: a.round_time_limit(),
+            min_time: crate::node::MIN_ROUND_TIME,
             eval_every: EVAL_EVERY,
-            lr_decay: (t.lr_decay_samples > 0).then_some(LrDecay {
+            merge_wait: a.merge_wait(),
+            lr_schedule: (t.lr_decay_samples > 0 || t.warmup_samples > 0).then_some(LrSchedule {
                 base: t.lr,
-                samples: t.lr_decay_samples,
+                warmup_samples: t.warmup_samples,
+                decay_samples: t.lr_decay_samples,
             }),
+            outer: OuterParams {
+                lr: a.outer_lr as f32,
+                momentum: a.outer_momentum as f32,
+            },
         },
         policy: Policy {
             fanout: a.fanout,
             freshness: a.freshness(),
             weighting: a.weighting,
+            staleness: a.staleness,
         },
         chunk_size: a.chunk_size,
         fetch: FetchLimits {

@@ -20,6 +20,11 @@ use tokio::process::{Child, Command};
 
 /// How often the peers are polled.
 const POLL_EVERY: Duration = Duration::from_millis(1000);
+/// How often the peers are polled with `--until-accuracy`, to catch the moment every peer is
+/// at the target more closely.
+const POLL_EVERY_UNTIL_ACCURACY: Duration = Duration::from_millis(250);
+/// Clock ticks per second of the CPU times in `/proc/<pid>/stat` (USER_HZ, 100 on Linux).
+const CLOCK_TICKS_PER_SEC: f64 = 100.0;
 /// How long a peer may take to stop after its stdin closes before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 /// Largest status response read from a peer.
@@ -37,12 +42,17 @@ pub struct TestnetArgs {
     pub model: ModelKind,
     #[arg(long, default_value = "iid")]
     pub partition: Partition,
-    /// Stop after this many seconds (default 60 unless --until-accuracy is given).
+    /// Stop after this many seconds (default 60 unless --until-accuracy or --until-samples
+    /// is given).
     #[arg(long)]
     pub duration: Option<f64>,
     /// Stop once every peer's test accuracy reaches this (0..1).
     #[arg(long)]
     pub until_accuracy: Option<f32>,
+    /// Stop once every peer's reported accuracy was measured after at least this many
+    /// training samples.
+    #[arg(long)]
+    pub until_samples: Option<u64>,
     /// Directory for the peers' configs, data and logs (default: a new one under the system
     /// temp dir). It is kept afterwards.
     #[arg(long)]
@@ -79,6 +89,27 @@ pub struct Tuning {
     /// `training.balance_classes` of every peer.
     #[arg(long)]
     pub balance_classes: Option<bool>,
+    /// `training.momentum_mode` of every peer: local, reset or quasi-global.
+    #[arg(long)]
+    pub momentum_mode: Option<crate::train::optim::MomentumMode>,
+    /// `training.warmup_samples` of every peer.
+    #[arg(long)]
+    pub warmup_samples: Option<u64>,
+    /// `averaging.staleness` of every peer: ignore or prefer-fresh.
+    #[arg(long)]
+    pub staleness: Option<crate::averaging::policy::Staleness>,
+    /// `averaging.weighting` of every peer: samples or uniform.
+    #[arg(long)]
+    pub weighting: Option<crate::averaging::policy::Weighting>,
+    /// `averaging.merge_wait_secs` of every peer.
+    #[arg(long)]
+    pub merge_wait_secs: Option<f64>,
+    /// `averaging.outer_lr` of every peer.
+    #[arg(long)]
+    pub outer_lr: Option<f64>,
+    /// `averaging.outer_momentum` of every peer.
+    #[arg(long)]
+    pub outer_momentum: Option<f64>,
 }
 
 impl Tuning {
@@ -105,6 +136,27 @@ impl Tuning {
         if let Some(v) = self.balance_classes {
             cfg.training.balance_classes = v;
         }
+        if let Some(v) = self.momentum_mode {
+            cfg.training.momentum_mode = v;
+        }
+        if let Some(v) = self.warmup_samples {
+            cfg.training.warmup_samples = v;
+        }
+        if let Some(v) = self.staleness {
+            cfg.averaging.staleness = v;
+        }
+        if let Some(v) = self.weighting {
+            cfg.averaging.weighting = v;
+        }
+        if let Some(v) = self.merge_wait_secs {
+            cfg.averaging.merge_wait_secs = v;
+        }
+        if let Some(v) = self.outer_lr {
+            cfg.averaging.outer_lr = v;
+        }
+        if let Some(v) = self.outer_momentum {
+            cfg.averaging.outer_momentum = v;
+        }
     }
 }
 
@@ -122,8 +174,29 @@ pub struct PeerSummary {
     pub chunks_reused: u64,
     /// Training samples folded into its model.
     pub samples: u64,
+    /// Training samples folded in when `accuracy` was measured.
+    pub eval_samples: u64,
+    /// CPU seconds (user + system) its process had used when the testnet stopped; `None`
+    /// when unreadable.
+    pub cpu_secs: Option<f64>,
     /// With `--until-accuracy`: seconds until this peer first reported the target accuracy.
     pub reached_target_secs: Option<f64>,
+    /// With `--until-accuracy`: `eval_samples` of the first status reporting the target.
+    pub reached_target_samples: Option<u64>,
+}
+
+/// Why the testnet stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    /// Every peer reported `--until-accuracy` at the same poll.
+    Accuracy,
+    /// Every peer had trained on `--until-samples`.
+    Samples,
+    /// `--duration` ran out.
+    Duration,
+    /// Ctrl-C.
+    Interrupted,
 }
 
 /// The testnet's outcome.
@@ -134,6 +207,7 @@ pub struct TestnetSummary {
     pub min_accuracy: f32,
     pub consensus_distance: Option<f64>,
     pub seconds: f64,
+    pub stop: StopReason,
     /// With `--until-accuracy`: seconds until every peer had reported the target at least
     /// once (`seconds` is until all report it at the same time).
     pub each_reached_secs: Option<f64>,
@@ -145,7 +219,25 @@ struct Peer {
     child: Child,
     dashboard: SocketAddr,
     last: Option<NodeStatus>,
-    reached: Option<f64>,
+    /// Seconds and `eval_samples` when it first reported the target accuracy.
+    reached: Option<(f64, u64)>,
+    cpu_secs: Option<f64>,
+}
+
+/// CPU seconds (user + system) process `pid` has used, from `/proc/<pid>/stat`.
+fn process_cpu_secs(pid: u32) -> Option<f64> {
+    parse_stat_cpu_secs(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// utime + stime (fields 14 and 15) of a `/proc/<pid>/stat` line, in seconds. The fields
+/// are counted from after the last `)`, since the command name before it may hold spaces.
+fn parse_stat_cpu_secs(stat: &str) -> Option<f64> {
+    let rest = stat.get(stat.rfind(')')? + 1..)?;
+    // `rest` starts at field 3 (state), so utime is its 12th field.
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) as f64 / CLOCK_TICKS_PER_SEC)
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -253,32 +345,39 @@ pub async fn run(args: &TestnetArgs) -> anyhow::Result<TestnetSummary> {
             dashboard,
             last: None,
             reached: None,
+            cpu_secs: None,
         });
     }
     let dashboard = format!("http://{}/", peers[0].dashboard);
     eprintln!("testnet of {} peers in {}", args.peers, dir.display());
     eprintln!("dashboard: {dashboard}");
 
-    let duration =
-        args.duration
-            .map(Duration::from_secs_f64)
-            .or(if args.until_accuracy.is_none() {
-                Some(Duration::from_secs(60))
-            } else {
-                None
-            });
+    let duration = args.duration.map(Duration::from_secs_f64).or(
+        if args.until_accuracy.is_none() && args.until_samples.is_none() {
+            Some(Duration::from_secs(60))
+        } else {
+            None
+        },
+    );
     let bar = ProgressBar::new_spinner();
     bar.set_style(
         ProgressStyle::with_template("{spinner} {elapsed:>4} {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_spinner()),
     );
     let started = Instant::now();
-    let mut ticker = tokio::time::interval(POLL_EVERY);
+    let mut ticker = tokio::time::interval(
+        if args.until_accuracy.is_some() || args.until_samples.is_some() {
+            POLL_EVERY_UNTIL_ACCURACY
+        } else {
+            POLL_EVERY
+        },
+    );
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
-    loop {
+    let stop = loop {
         tokio::select! {
-            _ = &mut ctrl_c => { bar.println("interrupted"); break; }
+            _ = &mut ctrl_c => { bar.println("interrupted"); break StopReason::Interrupted; }
             _ = ticker.tick() => {}
         }
         for (i, p) in peers.iter_mut().enumerate() {
@@ -295,7 +394,7 @@ pub async fn run(args: &TestnetArgs) -> anyhow::Result<TestnetSummary> {
                     && s.version > 0
                     && args.until_accuracy.is_some_and(|a| s.accuracy >= a)
                 {
-                    p.reached = Some(started.elapsed().as_secs_f64());
+                    p.reached = Some((started.elapsed().as_secs_f64(), s.eval_samples));
                 }
                 p.last = Some(s);
             }
@@ -323,25 +422,42 @@ pub async fn run(args: &TestnetArgs) -> anyhow::Result<TestnetSummary> {
         ));
         bar.tick();
         let all_up = accs.len() == peers.len();
-        if args.until_accuracy.is_some_and(|a| all_up && min >= a)
-            || duration.is_some_and(|d| started.elapsed() >= d)
-        {
-            break;
+        // The samples behind each peer's reported accuracy, so that a budget stop reports
+        // accuracies measured at (or just past) the budget.
+        let min_samples = peers
+            .iter()
+            .map(|p| p.last.as_ref().map_or(0, |s| s.eval_samples))
+            .min()
+            .unwrap_or(0);
+        if args.until_accuracy.is_some_and(|a| all_up && min >= a) {
+            break StopReason::Accuracy;
         }
+        if args
+            .until_samples
+            .is_some_and(|n| all_up && min_samples >= n)
+        {
+            break StopReason::Samples;
+        }
+        if duration.is_some_and(|d| started.elapsed() >= d) {
+            break StopReason::Duration;
+        }
+    };
+    let seconds = started.elapsed().as_secs_f64();
+    for p in peers.iter_mut() {
+        p.cpu_secs = p.child.id().and_then(process_cpu_secs);
     }
     bar.finish_and_clear();
-    let seconds = started.elapsed().as_secs_f64();
     stop_all(&mut peers).await;
 
     let each_reached_secs = peers
         .iter()
-        .map(|p| p.reached)
+        .map(|p| p.reached.map(|(secs, _)| secs))
         .collect::<Option<Vec<f64>>>()
         .map(|t| t.into_iter().fold(0.0, f64::max));
     let summaries: Vec<PeerSummary> = peers
         .iter()
-        .filter_map(|p| p.last.as_ref().map(|s| (s, p.reached)))
-        .map(|(s, reached)| PeerSummary {
+        .filter_map(|p| p.last.as_ref().map(|s| (s, p)))
+        .map(|(s, p)| PeerSummary {
             peer_id: s.peer_id.clone(),
             accuracy: s.accuracy,
             loss: s.loss,
@@ -352,7 +468,10 @@ pub async fn run(args: &TestnetArgs) -> anyhow::Result<TestnetSummary> {
             chunks_fetched: s.counters.chunks_fetched,
             chunks_reused: s.counters.chunks_reused,
             samples: s.samples,
-            reached_target_secs: reached,
+            eval_samples: s.eval_samples,
+            cpu_secs: p.cpu_secs,
+            reached_target_secs: p.reached.map(|(secs, _)| secs),
+            reached_target_samples: p.reached.map(|(_, samples)| samples),
         })
         .collect();
     let accs: Vec<f32> = summaries.iter().map(|s| s.accuracy).collect();
@@ -363,6 +482,7 @@ pub async fn run(args: &TestnetArgs) -> anyhow::Result<TestnetSummary> {
         min_accuracy: min,
         consensus_distance: peers[0].last.as_ref().and_then(|s| s.consensus_distance),
         seconds,
+        stop,
         each_reached_secs,
         dir,
         dashboard,
@@ -400,7 +520,7 @@ impl TestnetSummary {
             return;
         }
         println!(
-            "{:<54} {:>8} {:>7} {:>7} {:>6} {:>10} {:>10} {:>7} {:>7}",
+            "{:<54} {:>8} {:>7} {:>7} {:>6} {:>10} {:>10} {:>7} {:>7} {:>10} {:>7} {:>8}",
             "peer",
             "accuracy",
             "loss",
@@ -409,11 +529,14 @@ impl TestnetSummary {
             "sent",
             "received",
             "fetched",
-            "reused"
+            "reused",
+            "samples",
+            "cpu s",
+            "target s"
         );
         for p in &self.peers {
             println!(
-                "{:<54} {:>8.4} {:>7.4} {:>7} {:>6} {:>10} {:>10} {:>7} {:>7}",
+                "{:<54} {:>8.4} {:>7.4} {:>7} {:>6} {:>10} {:>10} {:>7} {:>7} {:>10} {:>7} {:>8}",
                 p.peer_id,
                 p.accuracy,
                 p.loss,
@@ -422,17 +545,35 @@ impl TestnetSummary {
                 p.bytes_sent,
                 p.bytes_received,
                 p.chunks_fetched,
-                p.chunks_reused
+                p.chunks_reused,
+                p.samples,
+                p.cpu_secs.map_or("-".into(), |c| format!("{c:.1}")),
+                p.reached_target_secs
+                    .map_or("-".into(), |t| format!("{t:.1}"))
             );
         }
         println!(
-            "mean accuracy {:.4}, min {:.4}, consensus distance {}, {:.1}s; configs and logs in {}",
+            "mean accuracy {:.4}, min {:.4}, consensus distance {}, {:.1}s (stopped: {:?}); configs and logs in {}",
             self.mean_accuracy,
             self.min_accuracy,
             self.consensus_distance
                 .map_or("-".into(), |d| format!("{d:.3e}")),
             self.seconds,
+            self.stop,
             self.dir.display()
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_time_is_read_after_the_last_parenthesis() {
+        // comm "(a) b" holds a parenthesis and a space; utime 250, stime 50 ticks.
+        let stat = "4242 ((a) b) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 3 0";
+        assert_eq!(parse_stat_cpu_secs(stat), Some(3.0));
+        assert_eq!(parse_stat_cpu_secs("4242 (x) S 1"), None);
     }
 }

@@ -54,6 +54,7 @@ fn cnn_and_adamw_train_too() {
         lr: 1e-3,
         momentum: 0.0,
         weight_decay: 0.01,
+        ..OptimConfig::default()
     };
     for (model, optim) in [("cnn", OptimConfig::default()), ("logreg", adamw)] {
         let mut t = digits_trainer(model, optim);

@@ -7,7 +7,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use murmur_node::averaging::fetch::FetchLimits;
-use murmur_node::averaging::policy::{Policy, Weighting};
+use murmur_node::averaging::policy::Policy;
+use murmur_node::config::NodeConfig;
 use murmur_node::data::{DatasetName, Partition, ShardSpec};
 use murmur_node::network::NetworkConfig;
 use murmur_node::node::{self, NodeOptions, NodeStatus, RunningNode};
@@ -16,7 +17,9 @@ use murmur_node::train::worker::RoundPolicy;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-/// Options for peer `index` of `count` on the digits, listening on loopback port 0.
+/// Options for peer `index` of `count` on the digits, listening on loopback port 0: a peer
+/// config's defaults for training and averaging (`murmur init`), with a small MLP, short
+/// rounds and small chunks so that tests run fast.
 pub fn options(
     data_dir: &Path,
     network_id: &str,
@@ -24,6 +27,7 @@ pub fn options(
     count: usize,
     bootstrap: Vec<libp2p::Multiaddr>,
 ) -> NodeOptions {
+    let peer = murmur_node::run::options(&NodeConfig::default());
     NodeOptions {
         data_dir: data_dir.to_path_buf(),
         network: NetworkConfig {
@@ -42,18 +46,17 @@ pub fn options(
         shard: ShardSpec { index, count },
         train: TrainConfig {
             model: "mlp:64".parse().expect("static model"),
-            ..TrainConfig::default()
+            ..peer.train
         },
         round: RoundPolicy {
             steps: 10,
             max_time: None,
             eval_every: Duration::ZERO,
-            lr_decay: None,
+            ..peer.round
         },
         policy: Policy {
-            fanout: 2,
             freshness: Duration::from_secs(20),
-            weighting: Weighting::Samples,
+            ..peer.policy
         },
         chunk_size: 4096,
         fetch: FetchLimits {

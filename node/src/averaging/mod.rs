@@ -1,7 +1,9 @@
 //! Decentralized averaging: whom to pull from and how to merge ([`policy`], pure and
-//! deterministic), and how to get a model's chunks from the peers that hold it ([`fetch`]).
+//! deterministic), the outer step on a merge ([`outer`], pure), and how to get a model's
+//! chunks from the peers that hold it ([`fetch`]).
 //! It owns no long-lived state besides the per-peer error budgets; the node decides when to
 //! average, the training thread applies the merge.
 
 pub mod fetch;
+pub mod outer;
 pub mod policy;

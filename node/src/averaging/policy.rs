@@ -50,6 +50,58 @@ impl FromStr for Weighting {
     }
 }
 
+/// How the age of partners' models counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Staleness {
+    /// Partners are drawn uniformly among fresh announcements; every model weighs the same
+    /// whatever its age.
+    #[default]
+    Ignore,
+    /// The most recently heard announcements are chosen, and a partner's merge weight is
+    /// divided by `1 + lag`, its lag counted in this node's rounds on this node's clock
+    /// (nothing the partner says about itself).
+    PreferFresh,
+}
+
+impl Staleness {
+    /// Every rule, in the order error messages list them.
+    pub const ALL: [Staleness; 2] = [Staleness::Ignore, Staleness::PreferFresh];
+
+    /// The name in config files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Staleness::Ignore => "ignore",
+            Staleness::PreferFresh => "prefer-fresh",
+        }
+    }
+}
+
+impl fmt::Display for Staleness {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Staleness {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Staleness::ALL
+            .into_iter()
+            .find(|w| w.as_str() == s)
+            .ok_or_else(|| format!("unknown staleness rule {s:?}: expected ignore or prefer-fresh"))
+    }
+}
+
+/// One partner model as the merge weights see it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PartnerModel {
+    /// Training samples the partner announced.
+    pub samples: u64,
+    /// How many of this node's rounds ago its announcement arrived.
+    pub lag_rounds: f64,
+}
+
 /// What the node last heard from one peer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Known<P> {
@@ -69,12 +121,14 @@ pub struct Policy {
     /// Announcements older than this are not chosen.
     pub freshness: Duration,
     pub weighting: Weighting,
+    pub staleness: Staleness,
 }
 
 impl Policy {
-    /// Chooses up to `fanout` partners uniformly at random among peers with a fresh
-    /// announcement of a model other than ours (`own`); peers listed in `avoid` (over their
-    /// error budget) are skipped. The result is in a random order.
+    /// Chooses up to `fanout` partners among peers with a fresh announcement of a model
+    /// other than ours (`own`); peers listed in `avoid` (over their error budget) are
+    /// skipped. [`Staleness::Ignore`]: uniformly at random, in a random order;
+    /// [`Staleness::PreferFresh`]: the most recently heard, newest first (ties at random).
     pub fn choose<'a, P: PartialEq>(
         &self,
         known: &'a [Known<P>],
@@ -90,21 +144,48 @@ impl Policy {
             .filter(|k| !avoid.contains(&k.peer))
             .collect();
         let n = self.fanout.min(eligible.len());
-        index::sample(rng, eligible.len(), n)
-            .into_iter()
-            .map(|i| eligible[i])
-            .collect()
+        let mut chosen: Vec<&Known<P>> = match self.staleness {
+            Staleness::Ignore => index::sample(rng, eligible.len(), n)
+                .into_iter()
+                .map(|i| eligible[i])
+                .collect(),
+            Staleness::PreferFresh => {
+                // A random order first, so that the stable sort breaks ties at random.
+                index::sample(rng, eligible.len(), eligible.len())
+                    .into_iter()
+                    .map(|i| eligible[i])
+                    .collect()
+            }
+        };
+        if self.staleness == Staleness::PreferFresh {
+            chosen.sort_by_key(|k| std::cmp::Reverse(k.seen_at));
+            chosen.truncate(n);
+        }
+        chosen
     }
 
     /// Merge weights: this node's first, then one per partner, summing to 1. With
     /// [`Weighting::Samples`] a model that has seen no samples still gets a small share
-    /// (as if it had seen one), so a fresh node is never weighed at zero.
-    pub fn weights(&self, own_samples: u64, partner_samples: &[u64]) -> Vec<f32> {
-        let all = std::iter::once(own_samples).chain(partner_samples.iter().copied());
-        let raw: Vec<f64> = match self.weighting {
-            Weighting::Uniform => all.map(|_| 1.0).collect(),
-            Weighting::Samples => all.map(|s| s.max(1) as f64).collect(),
+    /// (as if it had seen one), so a fresh node is never weighed at zero. With
+    /// [`Staleness::PreferFresh`] each partner's share is divided by `1 + lag_rounds`.
+    pub fn weights(&self, own_samples: u64, partners: &[PartnerModel]) -> Vec<f32> {
+        let own = PartnerModel {
+            samples: own_samples,
+            lag_rounds: 0.0,
         };
+        let raw: Vec<f64> = std::iter::once(own)
+            .chain(partners.iter().copied())
+            .map(|m| {
+                let base = match self.weighting {
+                    Weighting::Uniform => 1.0,
+                    Weighting::Samples => m.samples.max(1) as f64,
+                };
+                match self.staleness {
+                    Staleness::Ignore => base,
+                    Staleness::PreferFresh => base / (1.0 + m.lag_rounds.max(0.0)),
+                }
+            })
+            .collect();
         let total: f64 = raw.iter().sum();
         raw.iter().map(|w| (w / total) as f32).collect()
     }
@@ -145,7 +226,18 @@ mod tests {
             fanout,
             freshness: Duration::from_secs(30),
             weighting: Weighting::Samples,
+            staleness: Staleness::Ignore,
         }
+    }
+
+    fn partners(samples: &[u64]) -> Vec<PartnerModel> {
+        samples
+            .iter()
+            .map(|&samples| PartnerModel {
+                samples,
+                lag_rounds: 0.0,
+            })
+            .collect()
     }
 
     #[test]
@@ -197,17 +289,63 @@ mod tests {
 
     #[test]
     fn weights_sum_to_one_and_follow_samples() {
-        let w = policy(2).weights(100, &[300, 600]);
+        let w = policy(2).weights(100, &partners(&[300, 600]));
         assert!((w.iter().sum::<f32>() - 1.0).abs() < 1e-6);
         assert!((w[0] - 0.1).abs() < 1e-6 && (w[2] - 0.6).abs() < 1e-6);
         let u = Policy {
             weighting: Weighting::Uniform,
             ..policy(2)
         }
-        .weights(100, &[300, 600]);
+        .weights(100, &partners(&[300, 600]));
         assert!(u.iter().all(|x| (x - 1.0 / 3.0).abs() < 1e-6));
-        let fresh = policy(1).weights(0, &[0]);
+        let fresh = policy(1).weights(0, &partners(&[0]));
         assert_eq!(fresh, vec![0.5, 0.5]);
+    }
+
+    /// Uniform weights with lags 1 and 3: raw 1, 1/2, 1/4, of 7/4: 4/7, 2/7, 1/7.
+    #[test]
+    fn prefer_fresh_discounts_stale_partners_by_their_lag() {
+        let p = Policy {
+            weighting: Weighting::Uniform,
+            staleness: Staleness::PreferFresh,
+            ..policy(2)
+        };
+        let lagged = [
+            PartnerModel {
+                samples: 1,
+                lag_rounds: 1.0,
+            },
+            PartnerModel {
+                samples: 1,
+                lag_rounds: 3.0,
+            },
+        ];
+        let w = p.weights(5, &lagged);
+        for (got, want) in w.iter().zip([4.0 / 7.0, 2.0 / 7.0, 1.0 / 7.0]) {
+            assert!((got - want).abs() < 1e-6, "{w:?}");
+        }
+    }
+
+    #[test]
+    fn prefer_fresh_chooses_the_most_recently_heard() {
+        let now = 100;
+        // Ages 9, 1, 5, 3, 40 (too old), 2 (avoided).
+        let ages = [9, 1, 5, 3, 40, 2];
+        let ks: Vec<_> = ages
+            .iter()
+            .enumerate()
+            .map(|(i, &a)| known(i as u32, a, now))
+            .collect();
+        let p = Policy {
+            staleness: Staleness::PreferFresh,
+            ..policy(2)
+        };
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        for _ in 0..20 {
+            let chosen = p.choose(&ks, None, &[5], Duration::from_secs(now), &mut rng);
+            let peers: Vec<u32> = chosen.iter().map(|k| k.peer).collect();
+            assert_eq!(peers, vec![1, 3]);
+        }
     }
 
     #[test]

@@ -1,16 +1,29 @@
-//! `murmur bench converge`: time to a target test accuracy, centralized against the gossip
-//! network, on the same machine in one run. First one model is trained on all the data (the
-//! centralized baseline, every core); then `murmur testnet` runs N peer processes on the
-//! same cores, each on its shard, until every peer reaches the target. Both clocks include
-//! their evaluations; the network's also includes starting its processes.
+//! `murmur bench converge`: samples, CPU time and wall time to a target test accuracy,
+//! centralized against the gossip network, on the same machine in one run. The command runs
+//! on one compute thread. First one model is trained on all the data with batch 50 (lr 0.05,
+//! momentum 0.9, constant), then with batch N×50 at each learning rate of a small sweep
+//! (linear warm-up, then constant); each evaluates on the test split every `--eval-samples`
+//! samples, and its clocks count training steps only. Then `murmur testnet` runs N peer
+//! processes on the same cores, each on its shard, until every peer reports the target at
+//! the same poll; its clock includes starting the processes and every peer's evaluations.
+//! From these it derives the parallel speedups (CPU time and samples), the averaging
+//! efficiency and the wall-clock ratio. With `--budget-epochs E` it then trains E epochs
+//! centrally (`murmur train`'s cosine schedule) and runs a fresh testnet until each peer has
+//! trained on its share of E epochs, and compares their final accuracies.
 
-use crate::data::{self, DatasetName, Partition};
+use crate::data::{self, Dataset, DatasetName, Partition};
 use crate::model::ModelKind;
-use crate::testnet::{self, TestnetArgs};
-use crate::train::{TrainConfig, Trainer};
+use crate::testnet::{self, PeerSummary, StopReason, TestnetArgs, TestnetSummary};
+use crate::train::command::TrainArgs;
+use crate::train::optim::{OptimConfig, Schedule};
+use crate::train::{TrainConfig, TrainError, Trainer};
 use anyhow::Context;
 use serde::Serialize;
-use std::time::Instant;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// Minibatch of the batch-50 baseline, and of each peer's share of the large batch.
+const BASE_BATCH: usize = 50;
 
 /// Arguments of `murmur bench converge`.
 #[derive(Debug, Clone, clap::Args)]
@@ -26,37 +39,124 @@ pub struct ConvergeArgs {
     /// Target test accuracy (0..1).
     #[arg(long, default_value_t = 0.85)]
     pub target: f32,
-    /// Give up after this many seconds (each side).
+    /// Give up after this many seconds (each centralized run, each testnet).
     #[arg(long, default_value_t = 900.0)]
     pub timeout: f64,
+    /// Centralized runs evaluate on the test split every this many training samples.
+    #[arg(long, default_value_t = 4000)]
+    pub eval_samples: u64,
+    /// Centralized runs stop after this many epochs if the target is not reached.
+    #[arg(long, default_value_t = 50)]
+    pub max_epochs: u64,
+    /// Learning rates of the centralized batch N×50 runs.
+    #[arg(long, value_delimiter = ',', default_value = "0.05,0.1,0.2,0.4")]
+    pub sweep_lrs: Vec<f64>,
+    /// Steps of linear learning-rate warm-up from 0 in the batch N×50 runs.
+    #[arg(long, default_value_t = 50)]
+    pub warmup_steps: usize,
+    /// After the target runs: train E epochs centrally and each peer on its share of E
+    /// epochs, and compare final accuracies.
+    #[arg(long)]
+    pub budget_epochs: Option<usize>,
     /// Print the report as one JSON line on stdout.
     #[arg(long)]
     pub json: bool,
-    /// The peers' settings (the centralized baseline keeps `murmur train`'s defaults).
+    /// The peers' settings (the centralized runs keep `murmur train`'s defaults).
     #[command(flatten)]
     pub tuning: testnet::Tuning,
+}
+
+/// One centralized run towards the target.
+#[derive(Debug, Clone, Serialize)]
+pub struct CentralizedRun {
+    pub batch_size: usize,
+    pub lr: f64,
+    pub warmup_steps: usize,
+    pub reached_target: bool,
+    /// The loss became infinite or NaN.
+    pub diverged: bool,
+    /// Training samples until the target (or until it stopped).
+    pub samples: u64,
+    /// CPU seconds of the training thread in training steps.
+    pub cpu_seconds: f64,
+    /// Wall seconds in training steps.
+    pub train_seconds: f64,
+    /// Test accuracy at the last evaluation.
+    pub accuracy: f32,
+}
+
+impl CentralizedRun {
+    /// Samples to the target, if it was reached.
+    fn samples_to_target(&self) -> Option<u64> {
+        self.reached_target.then_some(self.samples)
+    }
+}
+
+/// The fixed-budget comparison, one peer.
+#[derive(Debug, Clone, Serialize)]
+pub struct BudgetPeer {
+    pub peer_id: String,
+    pub accuracy: f32,
+    /// Training samples folded in when `accuracy` was measured.
+    pub eval_samples: u64,
+    pub samples: u64,
+    /// Centralized accuracy minus this peer's, in percentage points.
+    pub gap_points: f64,
+}
+
+/// The fixed-budget comparison.
+#[derive(Debug, Clone, Serialize)]
+pub struct BudgetReport {
+    pub epochs: usize,
+    pub centralized_accuracy: f32,
+    pub centralized_train_seconds: f64,
+    /// Each peer's share: epochs × training examples / peers.
+    pub samples_per_peer: u64,
+    pub network_seconds: f64,
+    pub network_stop: StopReason,
+    pub peers: Vec<BudgetPeer>,
 }
 
 /// What the benchmark measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct ConvergeReport {
     pub target: f32,
-    pub centralized_seconds: f64,
-    pub centralized_accuracy: f32,
+    pub peers: usize,
+    pub eval_samples: u64,
+    /// Batch 50, lr 0.05, momentum 0.9, constant.
+    pub centralized: CentralizedRun,
+    /// Batch N×50, one run per learning rate.
+    pub sweep: Vec<CentralizedRun>,
+    /// Index in `sweep` of the run with the fewest samples to the target.
+    pub sweep_best: Option<usize>,
     /// Until every peer reports the target at the same time.
     pub network_seconds: f64,
+    pub network_stop: StopReason,
     /// Until every peer has reported the target at least once.
     pub network_each_reached_seconds: Option<f64>,
     pub network_mean_accuracy: f32,
     pub network_min_accuracy: f32,
-    /// network time / centralized time.
-    pub ratio: f64,
     /// Mean over peers of bytes sent plus received.
     pub bytes_per_peer: f64,
-    /// Training samples per second, centralized and summed over the network's peers.
+    /// At the stop: the largest process CPU seconds of a peer, the largest `eval_samples` of
+    /// a peer, and the sum of `eval_samples` over peers.
+    pub network_max_peer_cpu_seconds: Option<f64>,
+    pub network_max_peer_samples: u64,
+    pub network_total_samples: u64,
+    /// Training samples per second: centralized batch 50 (training time), and summed over
+    /// the network's peers (network time).
     pub centralized_samples_per_sec: f64,
     pub network_samples_per_sec: f64,
-    pub peers: usize,
+    /// Centralized batch-50 training CPU seconds / the largest peer's CPU seconds (ideal N).
+    pub speedup_cpu: Option<f64>,
+    /// Centralized batch-50 samples / the largest peer's samples (ideal N).
+    pub speedup_samples: Option<f64>,
+    /// Best centralized batch N×50 samples / the network's total samples (ideal 1).
+    pub averaging_efficiency: Option<f64>,
+    /// Network seconds / centralized batch-50 training seconds.
+    pub wall_ratio: Option<f64>,
+    pub network_peers: Vec<PeerSummary>,
+    pub budget: Option<BudgetReport>,
 }
 
 impl ConvergeReport {
@@ -66,15 +166,21 @@ impl ConvergeReport {
             println!("{}", serde_json::to_string(self).unwrap_or_default());
             return;
         }
-        println!("time to {:.1}% test accuracy", self.target * 100.0);
         println!(
-            "  centralized          {:>8.1} s  (accuracy {:.4})",
-            self.centralized_seconds, self.centralized_accuracy
+            "to {:.1}% test accuracy; centralized on one thread, evaluating every {} samples, \
+             clocks count training steps only",
+            self.target * 100.0,
+            self.eval_samples
         );
+        print_run("centralized", &self.centralized, false);
+        for (i, run) in self.sweep.iter().enumerate() {
+            print_run("centralized", run, self.sweep_best == Some(i));
+        }
         println!(
-            "  {} peers, gossip     {:>8.1} s  (mean {:.4}, min {:.4}, {:.1} MB per peer)",
+            "  {} peers, gossip: {:.1} s until all at once ({:?}); mean {:.4}, min {:.4}, {:.1} MB per peer",
             self.peers,
             self.network_seconds,
+            self.network_stop,
             self.network_mean_accuracy,
             self.network_min_accuracy,
             self.bytes_per_peer / 1e6
@@ -83,76 +189,421 @@ impl ConvergeReport {
             println!("  every peer had reached it at least once after {each:.1} s");
         }
         println!(
+            "    {:<10} {:>8} {:>12} {:>12} {:>12} {:>8} {:>9}",
+            "peer", "accuracy", "first at", "at stop", "trained", "cpu s", "MB"
+        );
+        for p in &self.network_peers {
+            println!(
+                "    {:<10} {:>8.4} {:>12} {:>12} {:>12} {:>8} {:>9.1}",
+                short_id(&p.peer_id),
+                p.accuracy,
+                p.reached_target_samples
+                    .map_or("-".into(), |s| s.to_string()),
+                p.eval_samples,
+                p.samples,
+                p.cpu_secs.map_or("-".into(), |c| format!("{c:.1}")),
+                (p.bytes_sent + p.bytes_received) as f64 / 1e6
+            );
+        }
+        println!(
+            "  (first at, at stop: samples when the accuracy was measured; trained: samples at the stop)"
+        );
+        let fig = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2}"));
+        println!(
+            "  parallel speedup (CPU)      {:>7}  (ideal {})",
+            fig(self.speedup_cpu),
+            self.peers
+        );
+        println!(
+            "  parallel speedup (samples)  {:>7}  (ideal {})",
+            fig(self.speedup_samples),
+            self.peers
+        );
+        println!(
+            "  averaging efficiency        {:>7}  (ideal 1)",
+            fig(self.averaging_efficiency)
+        );
+        println!(
+            "  wall-clock ratio            {:>7}  (network / centralized batch {BASE_BATCH})",
+            fig(self.wall_ratio)
+        );
+        println!(
             "  training throughput: centralized {:.0} samples/s, network {:.0} samples/s in all",
             self.centralized_samples_per_sec, self.network_samples_per_sec
         );
-        println!("  ratio network / centralized {:.2}x", self.ratio);
+        if let Some(b) = &self.budget {
+            println!(
+                "fixed budget of {} epochs: centralized (batch {BASE_BATCH}, cosine) accuracy {:.4} \
+                 ({:.1} s training); network {:.1} s ({:?}), {} samples per peer",
+                b.epochs,
+                b.centralized_accuracy,
+                b.centralized_train_seconds,
+                b.network_seconds,
+                b.network_stop,
+                b.samples_per_peer
+            );
+            println!(
+                "    {:<10} {:>8} {:>8} {:>12} {:>12}",
+                "peer", "accuracy", "gap pts", "measured at", "trained"
+            );
+            for p in &b.peers {
+                println!(
+                    "    {:<10} {:>8.4} {:>8.2} {:>12} {:>12}",
+                    short_id(&p.peer_id),
+                    p.accuracy,
+                    p.gap_points,
+                    p.eval_samples,
+                    p.samples
+                );
+            }
+        }
     }
 }
 
-/// Trains centrally, evaluating every `eval_steps` steps, until `target` or `timeout`.
-fn centralized(args: &ConvergeArgs) -> anyhow::Result<(f64, f32, f64)> {
-    let ds = data::load(args.dataset, None).with_context(|| format!("loading {}", args.dataset))?;
-    let started = Instant::now();
-    let cfg = TrainConfig {
-        model: args.model.clone(),
-        ..TrainConfig::default()
+/// One line of a centralized run.
+fn print_run(name: &str, run: &CentralizedRun, best: bool) {
+    let outcome = match (run.reached_target, run.diverged) {
+        (true, _) => "reached",
+        (false, true) => "DIVERGED",
+        (false, false) => "not reached",
     };
-    let mut trainer = Trainer::new(&cfg, ds.shape, ds.classes, ds.train, ds.test)?;
-    // Evaluate about ten times per epoch.
-    let eval_steps = (trainer.steps_per_epoch() / 10).max(1);
-    let bar = super::progress(0, "centralized");
-    loop {
-        for _ in 0..eval_steps {
-            trainer.step()?;
-        }
-        let eval = trainer.evaluate()?;
-        bar.set_message(format!("centralized: accuracy {:.4}", eval.accuracy));
-        bar.tick();
-        if eval.accuracy >= args.target || started.elapsed().as_secs_f64() > args.timeout {
-            bar.finish_and_clear();
-            let secs = started.elapsed().as_secs_f64();
-            return Ok((secs, eval.accuracy, trainer.samples_seen() as f64 / secs));
-        }
-    }
+    println!(
+        "  {name} batch {:>4}, lr {:<5} warm-up {:>3}: {outcome:<11} {:>9} samples, {:>7.1} CPU s, \
+         {:>7.1} s, accuracy {:.4}{}",
+        run.batch_size,
+        run.lr,
+        run.warmup_steps,
+        run.samples,
+        run.cpu_seconds,
+        run.train_seconds,
+        run.accuracy,
+        if best { "  (best lr)" } else { "" }
+    );
 }
 
-/// Runs the benchmark.
-pub async fn run(args: &ConvergeArgs) -> anyhow::Result<ConvergeReport> {
-    let cargs = args.clone();
-    let (centralized_seconds, centralized_accuracy, centralized_samples_per_sec) =
-        tokio::task::spawn_blocking(move || centralized(&cargs)).await??;
-    let summary = testnet::run(&TestnetArgs {
+/// The last 8 characters of a peer id.
+fn short_id(id: &str) -> &str {
+    id.get(id.len().saturating_sub(8)..).unwrap_or(id)
+}
+
+/// CPU time the calling thread has used, from `/proc/thread-self/schedstat` (its first field,
+/// in nanoseconds).
+fn thread_cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let nanos: u64 = stat.split_whitespace().next()?.parse().ok()?;
+    Some(Duration::from_nanos(nanos))
+}
+
+/// When a centralized run evaluates and stops.
+#[derive(Debug, Clone, Copy)]
+struct Goal {
+    /// Evaluate every this many training samples.
+    eval_samples: u64,
+    /// Stop at this test accuracy,
+    target: f32,
+    /// or after this many training samples,
+    cap: u64,
+    /// or after this many seconds.
+    timeout: f64,
+}
+
+/// Trains one model on all of `ds` with `cfg` at `batch` and `lr` (linear warm-up from 0
+/// over `warmup` steps, constant after), evaluating on the test split as `goal` says, until
+/// it reaches the target or a limit. Only the training steps are timed: wall time, and the
+/// CPU time of this thread (its wall time where that cannot be read).
+fn centralized_run(
+    ds: &Dataset,
+    cfg: &TrainConfig,
+    batch: usize,
+    lr: f64,
+    warmup: usize,
+    goal: Goal,
+) -> anyhow::Result<CentralizedRun> {
+    let Goal {
+        eval_samples,
+        target,
+        cap,
+        timeout,
+    } = goal;
+    let cfg = TrainConfig {
+        batch_size: batch,
+        optimizer: OptimConfig {
+            lr,
+            ..cfg.optimizer.clone()
+        },
+        ..cfg.clone()
+    };
+    let mut trainer = Trainer::new(
+        &cfg,
+        ds.shape,
+        ds.classes,
+        ds.train.clone(),
+        ds.test.clone(),
+    )
+    .context("building the model")?;
+    let mut run = CentralizedRun {
+        batch_size: batch,
+        lr,
+        warmup_steps: warmup,
+        reached_target: false,
+        diverged: false,
+        samples: 0,
+        cpu_seconds: 0.0,
+        train_seconds: 0.0,
+        accuracy: 0.0,
+    };
+    let bar = super::progress(cap, &format!("batch {batch} lr {lr}"));
+    let started = Instant::now();
+    let mut step = 0usize;
+    let mut next_eval = eval_samples.max(1);
+    while !run.reached_target && trainer.samples_seen() < cap {
+        if started.elapsed().as_secs_f64() > timeout {
+            break;
+        }
+        let (wall, cpu) = (Instant::now(), thread_cpu_time());
+        while trainer.samples_seen() < next_eval {
+            trainer.set_lr(lr * ((step + 1) as f64 / warmup.max(1) as f64).min(1.0));
+            step += 1;
+            match trainer.step() {
+                Ok(_) => {}
+                Err(TrainError::Diverged { .. }) => {
+                    run.diverged = true;
+                    break;
+                }
+                Err(e) => return Err(e).context("training"),
+            }
+        }
+        let wall = wall.elapsed();
+        run.train_seconds += wall.as_secs_f64();
+        run.cpu_seconds += match (cpu, thread_cpu_time()) {
+            (Some(before), Some(after)) => after.saturating_sub(before),
+            _ => wall,
+        }
+        .as_secs_f64();
+        run.samples = trainer.samples_seen();
+        if run.diverged {
+            break;
+        }
+        next_eval += eval_samples.max(1);
+        run.accuracy = trainer.evaluate().context("evaluating")?.accuracy;
+        run.reached_target = run.accuracy >= target;
+        bar.set_position(run.samples);
+        bar.set_message(format!("batch {batch} lr {lr}: acc {:.4}", run.accuracy));
+    }
+    bar.finish_and_clear();
+    Ok(run)
+}
+
+/// The testnet of the benchmark, in its own directory under `dir`.
+fn testnet_args(args: &ConvergeArgs, dir: PathBuf) -> TestnetArgs {
+    TestnetArgs {
         peers: args.peers,
         dataset: args.dataset,
         model: args.model.clone(),
         partition: args.partition,
         duration: Some(args.timeout),
-        until_accuracy: Some(args.target),
-        dir: None,
+        until_accuracy: None,
+        until_samples: None,
+        dir: Some(dir),
         json: false,
         tuning: args.tuning.clone(),
+    }
+}
+
+/// `a / b` when both are known and `b` is positive.
+fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+        _ => None,
+    }
+}
+
+/// Trains E epochs centrally as `murmur train` does by default, then runs a testnet until
+/// every peer has trained on its share of E epochs.
+async fn budget(
+    args: &ConvergeArgs,
+    epochs: usize,
+    train_len: usize,
+    dir: PathBuf,
+) -> anyhow::Result<BudgetReport> {
+    let train_args = TrainArgs {
+        dataset: args.dataset,
+        data_dir: None,
+        model: args.model.clone(),
+        epochs,
+        partition: Partition::Iid,
+        shard: None,
+        optimizer: OptimConfig::default().kind,
+        lr: OptimConfig::default().lr,
+        schedule: Schedule::Cosine,
+        momentum: OptimConfig::default().momentum,
+        weight_decay: 0.0,
+        batch_size: BASE_BATCH,
+        seed: TrainConfig::default().seed,
+        threads: 1,
+        conv: TrainConfig::default().conv,
+        // Keeps its per-epoch lines off stdout.
+        json: true,
+    };
+    let central =
+        tokio::task::spawn_blocking(move || crate::train::command::run(&train_args)).await??;
+    let samples_per_peer = (epochs * train_len / args.peers.max(1)) as u64;
+    let summary = testnet::run(&TestnetArgs {
+        until_samples: Some(samples_per_peer),
+        ..testnet_args(args, dir)
     })
     .await?;
-    let bytes: f64 = summary
+    let peers = summary
+        .peers
+        .iter()
+        .map(|p| BudgetPeer {
+            peer_id: p.peer_id.clone(),
+            accuracy: p.accuracy,
+            eval_samples: p.eval_samples,
+            samples: p.samples,
+            gap_points: f64::from(central.accuracy - p.accuracy) * 100.0,
+        })
+        .collect();
+    Ok(BudgetReport {
+        epochs,
+        centralized_accuracy: central.accuracy,
+        centralized_train_seconds: central.train_seconds,
+        samples_per_peer,
+        network_seconds: summary.seconds,
+        network_stop: summary.stop,
+        peers,
+    })
+}
+
+/// The network's figures at the stop: the largest process CPU seconds of a peer (when every
+/// peer's is known), the largest and the summed `eval_samples`.
+fn network_at_stop(summary: &TestnetSummary) -> (Option<f64>, u64, u64) {
+    let cpu = summary
+        .peers
+        .iter()
+        .map(|p| p.cpu_secs)
+        .collect::<Option<Vec<f64>>>()
+        .map(|c| c.into_iter().fold(0.0, f64::max));
+    let max = summary
+        .peers
+        .iter()
+        .map(|p| p.eval_samples)
+        .max()
+        .unwrap_or(0);
+    let total = summary.peers.iter().map(|p| p.eval_samples).sum();
+    (cpu, max, total)
+}
+
+/// Runs the benchmark.
+pub async fn run(args: &ConvergeArgs) -> anyhow::Result<ConvergeReport> {
+    anyhow::ensure!(args.peers >= 1, "--peers must be at least 1");
+    let cargs = args.clone();
+    let (centralized, sweep, train_len) = tokio::task::spawn_blocking(move || {
+        let args = cargs;
+        let ds =
+            data::load(args.dataset, None).with_context(|| format!("loading {}", args.dataset))?;
+        let cfg = TrainConfig {
+            model: args.model.clone(),
+            ..TrainConfig::default()
+        };
+        let goal = Goal {
+            eval_samples: args.eval_samples,
+            target: args.target,
+            cap: args.max_epochs.saturating_mul(ds.train.len as u64),
+            timeout: args.timeout,
+        };
+        let central = |batch, lr, warmup| centralized_run(&ds, &cfg, batch, lr, warmup, goal);
+        let base = central(BASE_BATCH, cfg.optimizer.lr, 0)?;
+        let sweep = args
+            .sweep_lrs
+            .iter()
+            .map(|&lr| central(BASE_BATCH * args.peers, lr, args.warmup_steps))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        anyhow::Ok((base, sweep, ds.train.len))
+    })
+    .await??;
+    let sweep_best = sweep
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| r.samples_to_target().map(|s| (s, i)))
+        .min()
+        .map(|(_, i)| i);
+
+    let dir = std::env::temp_dir().join(format!("murmur-converge-{}", std::process::id()));
+    let summary = testnet::run(&TestnetArgs {
+        until_accuracy: Some(args.target),
+        ..testnet_args(args, dir.join("target"))
+    })
+    .await?;
+    let (max_cpu, max_samples, total_samples) = network_at_stop(&summary);
+    let at_target = summary.stop == StopReason::Accuracy;
+    let known = |v: u64| (at_target && v > 0).then_some(v as f64);
+    let central_samples = centralized.samples_to_target().map(|s| s as f64);
+    let central_reached = |v: f64| centralized.reached_target.then_some(v);
+    let best_samples = sweep_best
+        .and_then(|i| sweep.get(i))
+        .and_then(CentralizedRun::samples_to_target)
+        .map(|s| s as f64);
+    let bytes = summary
         .peers
         .iter()
         .map(|p| (p.bytes_sent + p.bytes_received) as f64)
         .sum::<f64>()
         / summary.peers.len().max(1) as f64;
-    let samples: u64 = summary.peers.iter().map(|p| p.samples).sum();
+    let trained: u64 = summary.peers.iter().map(|p| p.samples).sum();
+
+    let budget = match args.budget_epochs {
+        Some(epochs) => Some(budget(args, epochs, train_len, dir.join("budget")).await?),
+        None => None,
+    };
     Ok(ConvergeReport {
         target: args.target,
-        centralized_seconds,
-        centralized_accuracy,
+        peers: args.peers,
+        eval_samples: args.eval_samples,
+        speedup_cpu: ratio(
+            central_reached(centralized.cpu_seconds),
+            max_cpu.filter(|_| at_target),
+        ),
+        speedup_samples: ratio(central_samples, known(max_samples)),
+        averaging_efficiency: ratio(best_samples, known(total_samples)),
+        wall_ratio: ratio(
+            at_target.then_some(summary.seconds),
+            central_reached(centralized.train_seconds),
+        ),
+        centralized_samples_per_sec: centralized.samples as f64
+            / centralized.train_seconds.max(1e-9),
+        centralized,
+        sweep,
+        sweep_best,
         network_seconds: summary.seconds,
+        network_stop: summary.stop,
         network_each_reached_seconds: summary.each_reached_secs,
-        centralized_samples_per_sec,
-        network_samples_per_sec: samples as f64 / summary.seconds.max(1e-9),
         network_mean_accuracy: summary.mean_accuracy,
         network_min_accuracy: summary.min_accuracy,
-        ratio: summary.seconds / centralized_seconds.max(1e-9),
         bytes_per_peer: bytes,
-        peers: args.peers,
+        network_max_peer_cpu_seconds: max_cpu,
+        network_max_peer_samples: max_samples,
+        network_total_samples: total_samples,
+        network_samples_per_sec: trained as f64 / summary.seconds.max(1e-9),
+        network_peers: summary.peers,
+        budget,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thread_cpu_time_grows_with_work() {
+        let before = thread_cpu_time();
+        let mut x = 0u64;
+        for i in 0..20_000_000u64 {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(i));
+        }
+        let after = thread_cpu_time();
+        if let (Some(before), Some(after)) = (before, after) {
+            assert!(after > before, "{before:?} -> {after:?} ({x})");
+        }
+    }
 }

@@ -216,6 +216,14 @@ pub struct TrainingConfig {
     pub lr: f64,
     /// SGD momentum, in `[0, 1)` (0 = plain SGD); ignored by AdamW. Omitted: 0.9.
     pub momentum: f64,
+    /// What SGD's momentum does across merges: `local` (kept, fed only by this peer's
+    /// gradients), `reset` (emptied at each merge) or `quasi-global` (fed by the model's
+    /// whole displacement, merges included). Omitted: `local`.
+    #[serde(with = "text")]
+    pub momentum_mode: MomentumMode,
+    /// Samples over which the learning rate rises linearly from 0 to `lr` (0 = none).
+    /// Omitted: 0.
+    pub warmup_samples: u64,
     /// Weight decay, >= 0 (L2 for SGD, decoupled for AdamW). Omitted: 0.
     pub weight_decay: f64,
     /// Inverse-time learning-rate decay: the rate is `lr / (1 + samples / lr_decay_samples)`,
@@ -250,6 +258,8 @@ impl Default for TrainingConfig {
             optimizer: optim.kind,
             lr: optim.lr,
             momentum: optim.momentum,
+            momentum_mode: optim.momentum_mode,
+            warmup_samples: 0,
             weight_decay: optim.weight_decay,
             lr_decay_samples: 0,
             balance_classes: true,
@@ -270,6 +280,7 @@ impl TrainingConfig {
                 lr: self.lr,
                 momentum: self.momentum,
                 weight_decay: self.weight_decay,
+                momentum_mode: self.momentum_mode,
             },
             batch_size: self.batch_size,
             seed: self.seed,
@@ -284,7 +295,8 @@ impl TrainingConfig {
     }
 }
 
-pub use crate::averaging::policy::Weighting;
+pub use crate::averaging::policy::{Staleness, Weighting};
+pub use crate::train::optim::MomentumMode;
 
 /// `[averaging]`: rounds of local training, and averaging with a few peers after each.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -297,10 +309,25 @@ pub struct AveragingConfig {
     pub round_secs: f64,
     /// Peers averaged with per round, >= 1. Omitted: 2.
     pub fanout: usize,
+    /// Seconds a round may wait, idle, after `round_steps` while its merge is fetched, so
+    /// that the round ends on (and announces, checkpoints and evaluates) the merged model; 0 =
+    /// announce the trained model and merge whenever the partners' models arrive. Finite,
+    /// 0 to 60. Omitted: 1.
+    pub merge_wait_secs: f64,
     /// How averaged models are weighed: `samples` (by training samples) or `uniform`.
     /// Omitted: `samples`.
     #[serde(with = "text")]
     pub weighting: Weighting,
+    /// How partners' model age counts: `ignore` (drawn at random, weighed alike) or
+    /// `prefer-fresh` (the most recently announced are chosen, each weighed down by
+    /// `1 + lag` in this peer's rounds). Omitted: `prefer-fresh`.
+    #[serde(with = "text")]
+    pub staleness: Staleness,
+    /// Outer learning rate applied to each merge's displacement, > 0 (1 with
+    /// `outer_momentum` 0 = the plain merge). Omitted: 1.
+    pub outer_lr: f64,
+    /// Outer Nesterov momentum on merges, in `[0, 1)`. Omitted: 0.5.
+    pub outer_momentum: f64,
     /// Seconds after which a peer's announcement is too old to pick it, >= 1. Omitted: 30.
     pub freshness_secs: u64,
     /// Bytes per chunk when this peer publishes its model, 64 to 4194304. Omitted: 262144.
@@ -320,7 +347,11 @@ impl Default for AveragingConfig {
             round_steps: 20,
             round_secs: 0.0,
             fanout: 2,
+            merge_wait_secs: 1.0,
             weighting: Weighting::Samples,
+            staleness: Staleness::PreferFresh,
+            outer_lr: 1.0,
+            outer_momentum: 0.5,
             freshness_secs: 30,
             chunk_size: DEFAULT_CHUNK_SIZE,
             max_inflight_per_peer: 8,
@@ -337,6 +368,12 @@ impl AveragingConfig {
         Duration::try_from_secs_f64(self.round_secs)
             .ok()
             .filter(|limit| !limit.is_zero())
+    }
+
+    /// [`Self::merge_wait_secs`] as a duration (zero if out of range, which
+    /// [`NodeConfig::validate`] rejects).
+    pub fn merge_wait(&self) -> Duration {
+        Duration::try_from_secs_f64(self.merge_wait_secs).unwrap_or_default()
     }
 
     /// [`Self::freshness_secs`] as a duration.
@@ -617,6 +654,27 @@ impl AveragingConfig {
             ));
         }
         at_least("averaging.fanout", self.fanout, 1)?;
+        if !(self.merge_wait_secs.is_finite() && (0.0..=60.0).contains(&self.merge_wait_secs)) {
+            return Err(ConfigError::invalid(
+                "averaging.merge_wait_secs",
+                self.merge_wait_secs,
+                "must be a number of seconds from 0 to 60",
+            ));
+        }
+        if !(self.outer_lr.is_finite() && self.outer_lr > 0.0) {
+            return Err(ConfigError::invalid(
+                "averaging.outer_lr",
+                self.outer_lr,
+                "must be a finite number greater than 0",
+            ));
+        }
+        if !(self.outer_momentum.is_finite() && (0.0..1.0).contains(&self.outer_momentum)) {
+            return Err(ConfigError::invalid(
+                "averaging.outer_momentum",
+                self.outer_momentum,
+                "must be at least 0 and below 1",
+            ));
+        }
         at_least("averaging.freshness_secs", self.freshness_secs, 1)?;
         if !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&self.chunk_size) {
             return Err(ConfigError::invalid(
@@ -803,7 +861,9 @@ mod text {
         crate::data::Partition,
         crate::data::ShardSpec,
         crate::train::optim::OptimizerKind,
-        super::Weighting
+        crate::train::optim::MomentumMode,
+        super::Weighting,
+        super::Staleness
     );
 
     impl ConfigText for libp2p::Multiaddr {

@@ -60,6 +60,11 @@ optimizer = {optimizer}
 lr = {lr}
 # SGD momentum, 0 <= momentum < 1 (0 = plain SGD); ignored by adamw.
 momentum = {momentum}
+# SGD momentum across merges: local (fed by this peer's gradients only) | reset (emptied at
+# each merge) | quasi-global (fed by the model's whole displacement, merges included).
+momentum_mode = {momentum_mode}
+# Samples over which the learning rate rises linearly from 0 to lr; 0 = none.
+warmup_samples = {warmup_samples}
 # Weight decay, >= 0.
 weight_decay = {weight_decay}
 # Learning-rate decay: lr / (1 + samples trained / lr_decay_samples); 0 = constant.
@@ -81,8 +86,18 @@ round_steps = {round_steps}
 round_secs = {round_secs}
 # Peers averaged with per round.
 fanout = {fanout}
+# Seconds a round may wait, idle, while its merge is fetched, so that it ends on (announces,
+# checkpoints, evaluates) the merged model; 0 = announce the trained model, merge later.
+merge_wait_secs = {merge_wait_secs}
 # How averaged models are weighed: samples (by training samples) | uniform.
 weighting = {weighting}
+# Partners' model age: ignore (drawn at random) | prefer-fresh (the most recently announced,
+# each weighed down by 1 + its lag in this peer's rounds).
+staleness = {staleness}
+# Outer step on each merge: learning rate (> 0) and Nesterov momentum (0 <= m < 1); 1 and 0
+# = the plain merge.
+outer_lr = {outer_lr}
+outer_momentum = {outer_momentum}
 # Seconds after which a peer's announcement is too old to be chosen.
 freshness_secs = {freshness_secs}
 # Bytes per chunk of a published model, 64 to 4194304.
@@ -118,6 +133,8 @@ listen = {dashboard_listen}
         optimizer = string(train.optimizer),
         lr = float(train.lr),
         momentum = float(train.momentum),
+        momentum_mode = string(train.momentum_mode),
+        warmup_samples = train.warmup_samples,
         weight_decay = float(train.weight_decay),
         lr_decay_samples = train.lr_decay_samples,
         balance_classes = train.balance_classes,
@@ -127,7 +144,11 @@ listen = {dashboard_listen}
         round_steps = avg.round_steps,
         round_secs = float(avg.round_secs),
         fanout = avg.fanout,
+        merge_wait_secs = float(avg.merge_wait_secs),
         weighting = string(avg.weighting),
+        staleness = string(avg.staleness),
+        outer_lr = float(avg.outer_lr),
+        outer_momentum = float(avg.outer_momentum),
         freshness_secs = avg.freshness_secs,
         chunk_size = avg.chunk_size,
         max_inflight_per_peer = avg.max_inflight_per_peer,
@@ -246,7 +267,7 @@ mod tests {
     #[test]
     fn config_every_template_key_is_in_the_docs() {
         let keys = template_keys();
-        assert_eq!(keys.len(), 33, "{keys:?}");
+        assert_eq!(keys.len(), 39, "{keys:?}");
         for key in keys {
             assert!(
                 DOCS.contains(&format!("| `{key}` |")),

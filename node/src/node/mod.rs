@@ -18,7 +18,7 @@ pub use events::{EVENT_BUFFER, NodeEvent};
 pub use status::{AveragingEvent, ModelFetch, NodeStatus, PeerView, RECENT_AVERAGINGS};
 
 use crate::averaging::fetch::{self, ErrorBudgets, FetchLimits};
-use crate::averaging::policy::{Known, Policy};
+use crate::averaging::policy::{Known, PartnerModel, Policy};
 use crate::data::{self, DatasetName, Partition, ShardSpec};
 use crate::metrics::Counters;
 use crate::network::{self, Client, Event, NetworkConfig, Traffic};
@@ -200,6 +200,7 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<RunningNode> {
         status: status_tx,
         adopted: checkpoint.is_some(),
         last_announce: None,
+        round_time: None,
         last_checkpoint: None,
         merged: HashMap::new(),
         unsaved: None,
@@ -239,6 +240,7 @@ struct Own {
     samples: u64,
     accuracy: f32,
     loss: f32,
+    eval_samples: u64,
     projection: Vec<f32>,
 }
 
@@ -260,6 +262,9 @@ struct NodeTask {
     /// fresh node adopts the freshest announced model instead of averaging with it.
     adopted: bool,
     last_announce: Option<Instant>,
+    /// This node's recent time per announced round (moving average), the unit of a
+    /// partner model's lag.
+    round_time: Option<Duration>,
     last_checkpoint: Option<Instant>,
     /// The last model taken from each peer: the same model is not merged twice.
     merged: HashMap<PeerId, ManifestId>,
@@ -278,10 +283,16 @@ struct NodeTask {
 /// How often the status snapshot is refreshed between events.
 const STATUS_EVERY: Duration = Duration::from_millis(500);
 
-/// Least time between two announced models. A small model on a fast core finishes a round in
-/// a few milliseconds; announcing each would flood gossip with models nobody has time to
-/// fetch. Rounds finished sooner are skipped (training goes on; the next one is announced).
-const MIN_ANNOUNCE_INTERVAL: Duration = Duration::from_millis(250);
+/// Least time between two announced models: announcing faster would flood gossip with
+/// models nobody has time to fetch. Rounds finished sooner are not announced (training goes
+/// on; the next one is). It is below [`MIN_ROUND_TIME`], so that only rounds bunched up by
+/// a late merge are skipped.
+const MIN_ANNOUNCE_INTERVAL: Duration = Duration::from_millis(200);
+
+/// Least time a round of the training thread takes: a small model on a fast core finishes
+/// a round in a few milliseconds, and local steps that no partner will see before the next
+/// merge only drift toward this peer's own data.
+pub const MIN_ROUND_TIME: Duration = Duration::from_millis(250);
 
 /// A connected peer silent on gossip for this long, and for three of its own rounds, has a
 /// connection whose gossip stream died (seen after a container's network was cut and
@@ -301,6 +312,7 @@ impl NodeTask {
         mut stop: watch::Receiver<bool>,
     ) {
         let mut rounds = trainer.rounds.clone();
+        let mut trained = trainer.trained.clone();
         let mut averaging: Option<JoinHandle<()>> = None;
         let mut tick = tokio::time::interval(STATUS_EVERY);
         loop {
@@ -323,15 +335,25 @@ impl NodeTask {
                         break;
                     }
                     let round = rounds.borrow_and_update().clone();
-                    let announced = match round {
-                        Some(round) => self.on_round(&round).await.unwrap_or_else(|e| {
-                            tracing::error!("round {}: {e:#}", round.round);
-                            false
-                        }),
-                        None => false,
-                    };
-                    if announced && averaging.as_ref().is_none_or(|t| t.is_finished()) {
+                    if let Some(round) = round
+                        && let Err(e) = self.on_round(&round).await
+                    {
+                        tracing::error!("round {}: {e:#}", round.round);
+                    }
+                }
+                changed = trained.changed() => {
+                    if changed.is_err() {
+                        tracing::error!("training thread stopped");
+                        break;
+                    }
+                    trained.borrow_and_update();
+                    // One averaging at a time; the trainer hears of every round without one.
+                    let idle = averaging.as_ref().is_none_or(|t| t.is_finished());
+                    if idle {
                         averaging = self.start_averaging(&trainer);
+                    }
+                    if !idle || averaging.is_none() {
+                        let _ = trainer.merges.try_send(ToTrainer::Skip);
                     }
                 }
                 _ = tick.tick() => {
@@ -400,13 +422,18 @@ impl NodeTask {
         }
     }
 
-    /// Snapshots, checkpoints and announces a finished round; false if it was skipped.
-    async fn on_round(&mut self, round: &RoundResult) -> anyhow::Result<bool> {
+    /// Snapshots, checkpoints and announces a finished round (unless the last announcement
+    /// was too recent).
+    async fn on_round(&mut self, round: &RoundResult) -> anyhow::Result<()> {
         if self
             .last_announce
             .is_some_and(|t| t.elapsed() < MIN_ANNOUNCE_INTERVAL)
         {
-            return Ok(false);
+            return Ok(());
+        }
+        if let Some(last) = self.last_announce {
+            let t = last.elapsed();
+            self.round_time = Some(self.round_time.map_or(t, |avg| (avg * 3 + t) / 4));
         }
         self.last_announce = Some(Instant::now());
         self.version += 1;
@@ -443,6 +470,7 @@ impl NodeTask {
             samples: round.samples,
             accuracy: round.eval.accuracy,
             loss: round.eval.loss,
+            eval_samples: round.eval_samples,
             projection: projection.clone(),
         });
         let counters = self.counters.snapshot(&self.traffic);
@@ -493,7 +521,7 @@ impl NodeTask {
             "round"
         );
         self.publish_status(&net);
-        Ok(true)
+        Ok(())
     }
 
     /// Writes a checkpoint off the async runtime.
@@ -591,11 +619,16 @@ impl NodeTask {
         }
         // Adopting or averaging with the network: either way this node has joined it.
         self.adopted = true;
-        let jobs: Vec<(Known<PeerId>, Vec<PeerId>)> = chosen
+        let round = self
+            .round_time
+            .unwrap_or(MIN_ANNOUNCE_INTERVAL)
+            .max(Duration::from_millis(1));
+        let jobs: Vec<(Known<PeerId>, Vec<PeerId>, f64)> = chosen
             .into_iter()
             .map(|k| {
                 let holders = self.holders(&k.manifest, k.peer);
-                (k, holders)
+                let lag = now.saturating_sub(k.seen_at).as_secs_f64() / round.as_secs_f64();
+                (k, holders, lag)
             })
             .collect();
         let (client, store, budgets, counters) = (
@@ -609,33 +642,34 @@ impl NodeTask {
             self.opts.policy.clone(),
             trainer.merges.clone(),
         );
-        for (k, _) in &jobs {
+        for (k, _, _) in &jobs {
             self.merged.insert(k.peer, k.manifest);
         }
         let (report, node_started) = (self.averaged.clone(), self.started);
         Some(tokio::spawn(async move {
             let started = Instant::now();
-            let results = futures::future::join_all(jobs.iter().map(|(k, holders)| {
+            let results = futures::future::join_all(jobs.iter().map(|(k, holders, _)| {
                 fetch::fetch(&client, &store, k.manifest, holders, &budgets, limits)
             }))
             .await;
             let mut partners = Vec::new();
-            let mut samples = Vec::new();
+            let mut weighed = Vec::new();
             let mut models = Vec::new();
-            for ((k, _), result) in jobs.iter().zip(results) {
+            for ((k, _, lag), result) in jobs.iter().zip(results) {
                 let mut view = ModelFetch {
                     peer_id: k.peer.to_string(),
                     manifest: k.manifest.to_hex(),
                     chunks_fetched: 0,
                     chunks_reused: 0,
                     sources: Default::default(),
+                    lag_rounds: *lag,
                     error: None,
                 };
                 match result {
                     Ok(f) => {
                         Counters::add(&counters.chunks_fetched, f.chunks_fetched as u64);
                         Counters::add(&counters.chunks_reused, f.chunks_reused as u64);
-                        tracing::debug!(peer = %k.peer, fetched = f.chunks_fetched, reused = f.chunks_reused, sources = f.sources.len(), "fetched model {}", k.manifest.short());
+                        tracing::debug!(peer = %k.peer, fetched = f.chunks_fetched, reused = f.chunks_reused, sources = f.sources.len(), lag_rounds = format!("{lag:.2}"), "fetched model {}", k.manifest.short());
                         view.chunks_fetched = f.chunks_fetched as u64;
                         view.chunks_reused = f.chunks_reused as u64;
                         view.sources = f
@@ -645,7 +679,10 @@ impl NodeTask {
                             .collect();
                         if f.params.all_finite() {
                             partners.push(f.params);
-                            samples.push(k.samples);
+                            weighed.push(PartnerModel {
+                                samples: k.samples,
+                                lag_rounds: *lag,
+                            });
                         } else {
                             Counters::inc(&counters.merges_rejected);
                             tracing::warn!(peer = %k.peer, "model {} holds non-finite values; not merged", k.manifest.short());
@@ -681,12 +718,10 @@ impl NodeTask {
                 partners.truncate(1);
                 partners.pop().map(ToTrainer::Adopt)
             } else {
-                let weights = policy.weights(own.samples, &samples);
+                let weights = policy.weights(own.samples, &weighed);
                 Some(ToTrainer::Merge { partners, weights })
             };
-            if let Some(message) = message {
-                let _ = merges.send(message).await;
-            }
+            let _ = merges.send(message.unwrap_or(ToTrainer::Skip)).await;
             tracing::debug!(elapsed_ms = millis, outcome, "averaging done");
             let _ = report
                 .send(AveragingEvent {
@@ -763,6 +798,7 @@ impl NodeTask {
             accuracy: own.map_or(0.0, |o| o.accuracy),
             loss: own.map_or(0.0, |o| o.loss),
             samples: own.map_or(0, |o| o.samples),
+            eval_samples: own.map_or(0, |o| o.eval_samples),
             uptime_secs: self.started.elapsed().as_secs_f64(),
             resumed: self.status.borrow().resumed,
             counters,

@@ -35,6 +35,10 @@ pub struct NodeStatus {
     pub accuracy: f32,
     pub loss: f32,
     pub samples: u64,
+    /// Training samples this node had folded in when `accuracy` and `loss` were measured
+    /// (evaluations are spaced out, so this trails `samples`).
+    #[serde(default)]
+    pub eval_samples: u64,
     pub uptime_secs: f64,
     /// True once the node resumed from a checkpoint at start.
     pub resumed: bool,
@@ -83,6 +87,10 @@ pub struct ModelFetch {
     pub chunks_reused: u64,
     /// Chunks received from each peer (the announcer and other holders).
     pub sources: std::collections::BTreeMap<String, u64>,
+    /// How old the model was when it was chosen, in this node's rounds: the time since its
+    /// announcement arrived over this node's recent round time.
+    #[serde(default)]
+    pub lag_rounds: f64,
     /// Why the model was not used, if it was not.
     pub error: Option<String>,
 }

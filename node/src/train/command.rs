@@ -117,6 +117,7 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<TrainReport> {
             lr: args.lr,
             momentum: args.momentum,
             weight_decay: args.weight_decay,
+            ..OptimConfig::default()
         },
         batch_size: args.batch_size,
         seed: args.seed,

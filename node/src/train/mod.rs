@@ -244,9 +244,17 @@ impl Trainer {
         self.optim.set_lr(lr);
     }
 
-    /// Replaces the weights in place (after averaging); the optimizer state is kept.
+    /// Replaces the weights in place (a checkpoint); the optimizer state is kept.
     pub fn import(&self, params: &FlatParams) -> Result<(), TrainError> {
         Ok(self.net.import(params)?)
+    }
+
+    /// Takes weights from averaging: a merge, or (`replaced`) another model adopted
+    /// outright. The optimizer's momentum follows its [`optim::MomentumMode`].
+    pub fn absorb(&mut self, params: &FlatParams, replaced: bool) -> Result<(), TrainError> {
+        self.net.import(params)?;
+        self.optim.imported(replaced);
+        Ok(())
     }
 }
 

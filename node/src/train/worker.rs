@@ -1,9 +1,13 @@
 //! The training thread of a running node. It owns the [`Trainer`] and never waits for the
-//! network: it runs rounds of local steps, publishes each round's weights and evaluation on a
-//! `watch` channel (a slow reader simply sees the latest round), and applies merges from a
-//! bounded queue at step boundaries. Stops when its handle is dropped.
+//! network: it runs rounds of local steps, says on a `watch` channel when a round's steps are
+//! done (the node then starts averaging), and applies merges from a bounded queue at step
+//! boundaries. With a merge wait, it idles until that round's merge (or word that there is
+//! none) arrives, at most that long, so the round ends on the merged model; then it
+//! publishes the round's weights and evaluation on another `watch` channel (a slow reader
+//! simply sees the latest round). Stops when its handle is dropped.
 
 use super::{Evaluation, TrainError, Trainer};
+use crate::averaging::outer::{OuterParams, OuterStep};
 use crate::averaging::policy::merge_into;
 use crate::metrics::Counters;
 use murmur_protocol::FlatParams;
@@ -21,6 +25,12 @@ const MERGE_QUEUE: usize = 2;
 /// that took `d`, the next one waits at least `10 d` (and at least `eval_every`).
 const EVAL_COST_RATIO: u32 = 10;
 
+/// How long an idle trainer sleeps between two looks at its stop flag and merge queue.
+const IDLE_SLICE: Duration = Duration::from_millis(10);
+
+/// How often a trainer waiting for its round's merge looks for it.
+const MERGE_POLL: Duration = Duration::from_millis(1);
+
 /// When a round ends.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RoundPolicy {
@@ -28,26 +38,49 @@ pub struct RoundPolicy {
     pub steps: u64,
     /// If set, a round also ends after this long.
     pub max_time: Option<Duration>,
+    /// Least time from one round's start to the next: a round done sooner idles for the
+    /// rest (merges go on being applied), so that a fast trainer does not run ahead of what
+    /// it can exchange (gossip announces a model at most every few hundred milliseconds).
+    pub min_time: Duration,
     /// Least time between two evaluations on the test split; rounds in between report the
     /// last one. Evaluating 10,000 test images every round would cost more than the round.
     pub eval_every: Duration,
-    /// If set, the learning rate decays as `lr / (1 + samples / decay)`.
-    pub lr_decay: Option<LrDecay>,
+    /// How long a round may wait, idle, after its steps for its merge, so that the round
+    /// ends on the merged model; zero: the round ends after its steps and merges are
+    /// applied whenever they arrive.
+    pub merge_wait: Duration,
+    /// If set, the learning rate follows this schedule over the samples trained.
+    pub lr_schedule: Option<LrSchedule>,
+    /// The outer step applied to every merge ([`OuterParams::PLAIN`]: the merge as is).
+    pub outer: OuterParams,
 }
 
-/// Inverse-time decay of the learning rate over the samples a peer has trained on.
+/// The learning rate over the samples a peer has trained on: linear warm-up from 0, then
+/// inverse-time decay, each optional.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct LrDecay {
-    /// The rate at sample 0.
+pub struct LrSchedule {
+    /// The rate after warm-up, before decay.
     pub base: f64,
-    /// Samples after which the rate is halved (then a third at twice as many, ...).
-    pub samples: u64,
+    /// Samples over which the rate rises linearly to `base` (0 = none).
+    pub warmup_samples: u64,
+    /// Samples after which the rate is halved (then a third at twice as many, ...); 0 = none.
+    pub decay_samples: u64,
 }
 
-impl LrDecay {
+impl LrSchedule {
     /// The rate after `samples` trained samples.
     pub fn lr(&self, samples: u64) -> f64 {
-        self.base / (1.0 + samples as f64 / self.samples.max(1) as f64)
+        let warm = if self.warmup_samples == 0 {
+            1.0
+        } else {
+            ((samples + 1) as f64 / self.warmup_samples as f64).min(1.0)
+        };
+        let decay = if self.decay_samples == 0 {
+            1.0
+        } else {
+            1.0 + samples as f64 / self.decay_samples as f64
+        };
+        self.base * warm / decay
     }
 }
 
@@ -60,6 +93,8 @@ pub struct RoundResult {
     /// Training samples folded in so far (resumed value included).
     pub samples: u64,
     pub eval: Evaluation,
+    /// `samples` when `eval` was measured (an earlier round's, between evaluations).
+    pub eval_samples: u64,
 }
 
 /// What the node asks of the trainer.
@@ -72,12 +107,16 @@ pub enum ToTrainer {
     },
     /// Replace the weights outright (a late joiner adopting the network's model).
     Adopt(FlatParams),
+    /// No merge is coming for the round just trained (no partner, or every fetch failed).
+    Skip,
 }
 
 /// The running thread; dropping it stops and joins the thread.
 #[derive(Debug)]
 pub struct TrainerHandle {
     pub merges: mpsc::Sender<ToTrainer>,
+    /// The number of the latest round whose local steps are done (its merge is due).
+    pub trained: watch::Receiver<u64>,
     pub rounds: watch::Receiver<Option<Arc<RoundResult>>>,
     stop: Arc<AtomicBool>,
     join: Option<JoinHandle<Result<(), TrainError>>>,
@@ -92,55 +131,90 @@ impl TrainerHandle {
     ) -> std::io::Result<Self> {
         let (merges, mut merge_rx) = mpsc::channel(MERGE_QUEUE);
         let (round_tx, rounds) = watch::channel(None);
+        let (trained_tx, trained) = watch::channel(0u64);
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = stop.clone();
         let join = std::thread::Builder::new()
             .name("murmur-train".into())
             .spawn(move || {
                 let mut round = 0u64;
-                let mut last_eval: Option<(Instant, super::Evaluation, Duration)> = None;
+                let mut outer = OuterStep::default();
+                if !policy.outer.is_plain() {
+                    outer = OuterStep::new(trainer.export()?.values());
+                }
+                let mut last_eval: Option<(Instant, super::Evaluation, Duration, u64)> = None;
                 while !stopping.load(Ordering::Relaxed) {
                     let started = Instant::now();
                     for _ in 0..policy.steps.max(1) {
                         while let Ok(msg) = merge_rx.try_recv() {
-                            apply(&trainer, msg, &counters)?;
+                            apply(&mut trainer, msg, &mut outer, policy.outer, &counters)?;
                         }
                         if stopping.load(Ordering::Relaxed) {
                             return Ok(());
                         }
-                        if let Some(decay) = policy.lr_decay {
-                            trainer.set_lr(decay.lr(trainer.samples_seen()));
-                        }
-                        trainer.step()?;
+                        local_step(&mut trainer, &policy)?;
                         if policy.max_time.is_some_and(|t| started.elapsed() >= t) {
                             break;
                         }
                     }
                     round += 1;
+                    trained_tx.send_replace(round);
+                    let deadline = Instant::now() + policy.merge_wait;
+                    while Instant::now() < deadline {
+                        // Idle while this round's merge is fetched; it ends the round.
+                        match merge_rx.try_recv() {
+                            Ok(msg) => {
+                                apply(&mut trainer, msg, &mut outer, policy.outer, &counters)?;
+                                break;
+                            }
+                            Err(mpsc::error::TryRecvError::Disconnected) => return Ok(()),
+                            Err(mpsc::error::TryRecvError::Empty) => {}
+                        }
+                        if stopping.load(Ordering::Relaxed) {
+                            return Ok(());
+                        }
+                        std::thread::sleep(
+                            MERGE_POLL.min(deadline.saturating_duration_since(Instant::now())),
+                        );
+                    }
+                    let (eval, eval_samples) = match last_eval {
+                        Some((at, eval, cost, samples))
+                            if at.elapsed() < policy.eval_every.max(cost * EVAL_COST_RATIO) =>
+                        {
+                            (eval, samples)
+                        }
+                        _ => {
+                            let started = Instant::now();
+                            let eval = trainer.evaluate()?;
+                            let samples = trainer.samples_seen();
+                            last_eval = Some((Instant::now(), eval, started.elapsed(), samples));
+                            (eval, samples)
+                        }
+                    };
                     let result = RoundResult {
                         round,
                         params: trainer.export()?,
                         samples: trainer.samples_seen(),
-                        eval: match last_eval {
-                            Some((at, eval, cost))
-                                if at.elapsed() < policy.eval_every.max(cost * EVAL_COST_RATIO) =>
-                            {
-                                eval
-                            }
-                            _ => {
-                                let started = Instant::now();
-                                let eval = trainer.evaluate()?;
-                                last_eval = Some((Instant::now(), eval, started.elapsed()));
-                                eval
-                            }
-                        },
+                        eval,
+                        eval_samples,
                     };
                     round_tx.send_replace(Some(Arc::new(result)));
+                    while started.elapsed() < policy.min_time {
+                        if stopping.load(Ordering::Relaxed) {
+                            return Ok(());
+                        }
+                        while let Ok(msg) = merge_rx.try_recv() {
+                            apply(&mut trainer, msg, &mut outer, policy.outer, &counters)?;
+                        }
+                        let rest = policy.min_time.saturating_sub(started.elapsed());
+                        std::thread::sleep(rest.min(IDLE_SLICE));
+                    }
                 }
                 Ok(())
             })?;
         Ok(Self {
             merges,
+            trained,
             rounds,
             stop,
             join: Some(join),
@@ -175,9 +249,30 @@ impl Drop for TrainerHandle {
     }
 }
 
-fn apply(trainer: &Trainer, msg: ToTrainer, counters: &Counters) -> Result<(), TrainError> {
-    let params = match msg {
-        ToTrainer::Adopt(params) => params,
+/// One minibatch step at the rate the schedule gives.
+fn local_step(trainer: &mut Trainer, policy: &RoundPolicy) -> Result<(), TrainError> {
+    if let Some(schedule) = policy.lr_schedule {
+        trainer.set_lr(schedule.lr(trainer.samples_seen()));
+    }
+    trainer.step()?;
+    Ok(())
+}
+
+fn apply(
+    trainer: &mut Trainer,
+    msg: ToTrainer,
+    outer: &mut OuterStep,
+    outer_params: OuterParams,
+    counters: &Counters,
+) -> Result<(), TrainError> {
+    let (params, replaced) = match msg {
+        ToTrainer::Skip => return Ok(()),
+        ToTrainer::Adopt(params) => {
+            if !outer_params.is_plain() {
+                *outer = OuterStep::new(params.values());
+            }
+            (params, true)
+        }
         ToTrainer::Merge { partners, weights } => {
             let mut own = trainer.export()?;
             if partners.iter().any(|p| p.layout() != own.layout()) {
@@ -187,10 +282,13 @@ fn apply(trainer: &Trainer, msg: ToTrainer, counters: &Counters) -> Result<(), T
             }
             let slices: Vec<&[f32]> = partners.iter().map(|p| p.values()).collect();
             merge_into(own.values_mut(), &slices, &weights);
-            own
+            if !outer_params.is_plain() {
+                outer.apply(own.values_mut(), outer_params);
+            }
+            (own, false)
         }
     };
-    match trainer.import(&params) {
+    match trainer.absorb(&params, replaced) {
         Ok(()) => Counters::inc(&counters.merges),
         Err(e) => {
             Counters::inc(&counters.merges_rejected);
@@ -198,4 +296,80 @@ fn apply(trainer: &Trainer, msg: ToTrainer, counters: &Counters) -> Result<(), T
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::{self, DatasetName};
+    use crate::train::TrainConfig;
+
+    fn trainer() -> Trainer {
+        let ds = data::load(DatasetName::Digits, None).unwrap();
+        let cfg = TrainConfig {
+            model: "mlp:8".parse().unwrap(),
+            ..TrainConfig::default()
+        };
+        Trainer::new(&cfg, ds.shape, ds.classes, ds.train, ds.test).unwrap()
+    }
+
+    fn spawn(merge_wait: Duration) -> TrainerHandle {
+        let policy = RoundPolicy {
+            steps: 2,
+            max_time: None,
+            min_time: Duration::ZERO,
+            eval_every: Duration::ZERO,
+            merge_wait,
+            lr_schedule: None,
+            outer: OuterParams::PLAIN,
+        };
+        TrainerHandle::spawn(trainer(), policy, Arc::new(Counters::default())).unwrap()
+    }
+
+    fn wait_until(what: &str, cond: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !cond() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// With a merge wait, the round's result is the merged model: nothing is published
+    /// until the merge arrives, and the published weights are exactly the adopted ones.
+    #[test]
+    fn a_round_ends_on_its_merge() {
+        let handle = spawn(Duration::from_secs(600));
+        wait_until("round 1 trained", || *handle.trained.borrow() >= 1);
+        assert!(
+            handle.rounds.borrow().is_none(),
+            "published before its merge"
+        );
+        let mut adopted = trainer().export().unwrap();
+        adopted.values_mut().iter_mut().for_each(|v| *v += 0.25);
+        handle
+            .merges
+            .try_send(ToTrainer::Adopt(adopted.clone()))
+            .unwrap();
+        wait_until("round 1 published", || handle.rounds.borrow().is_some());
+        let round = handle.rounds.borrow().clone().unwrap();
+        assert_eq!(round.round, 1);
+        assert_eq!(round.params.values(), adopted.values());
+    }
+
+    /// The wait is bounded: with no answer at all the round ends after the wait, without
+    /// training meanwhile; a `Skip` ends it at once.
+    #[test]
+    fn the_merge_wait_is_bounded_and_skip_ends_it() {
+        let handle = spawn(Duration::from_millis(300));
+        let started = Instant::now();
+        wait_until("round 1 published", || handle.rounds.borrow().is_some());
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        let round = handle.rounds.borrow().clone().unwrap();
+        assert_eq!(round.samples, 2 * 50, "trained while waiting");
+
+        let handle = spawn(Duration::from_secs(600));
+        wait_until("round 1 trained", || *handle.trained.borrow() >= 1);
+        handle.merges.try_send(ToTrainer::Skip).unwrap();
+        wait_until("round 1 published", || handle.rounds.borrow().is_some());
+    }
 }

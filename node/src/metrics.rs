@@ -3,6 +3,15 @@
 
 use serde::Serialize;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// CPU time the calling thread has used, from `/proc/thread-self/schedstat` (its first field,
+/// in nanoseconds); `None` where that cannot be read.
+pub fn thread_cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let nanos: u64 = stat.split_whitespace().next()?.parse().ok()?;
+    Some(Duration::from_nanos(nanos))
+}
 
 /// Monotonic counters of one node.
 #[derive(Debug, Default)]
@@ -21,6 +30,8 @@ pub struct Counters {
     pub fetch_failures: AtomicU64,
     /// Gossip announcements rejected by validation.
     pub announces_rejected: AtomicU64,
+    /// CPU time the training thread spent evaluating on the test split, in microseconds.
+    pub eval_cpu_micros: AtomicU64,
 }
 
 /// A point-in-time copy of [`Counters`], plus the traffic totals.
@@ -33,6 +44,8 @@ pub struct CounterSnapshot {
     pub chunks_reused: u64,
     pub fetch_failures: u64,
     pub announces_rejected: u64,
+    #[serde(default)]
+    pub eval_cpu_micros: u64,
     pub bytes_sent: u64,
     pub bytes_received: u64,
 }
@@ -59,6 +72,7 @@ impl Counters {
             chunks_reused: r(&self.chunks_reused),
             fetch_failures: r(&self.fetch_failures),
             announces_rejected: r(&self.announces_rejected),
+            eval_cpu_micros: r(&self.eval_cpu_micros),
             bytes_sent: r(&traffic.sent),
             bytes_received: r(&traffic.received),
         }

@@ -179,6 +179,8 @@ pub struct PeerSummary {
     /// CPU seconds (user + system) its process had used when the testnet stopped; `None`
     /// when unreadable.
     pub cpu_secs: Option<f64>,
+    /// CPU seconds its training thread had spent evaluating on the test split.
+    pub eval_cpu_secs: f64,
     /// With `--until-accuracy`: seconds until this peer first reported the target accuracy.
     pub reached_target_secs: Option<f64>,
     /// With `--until-accuracy`: `eval_samples` of the first status reporting the target.
@@ -470,6 +472,7 @@ pub async fn run(args: &TestnetArgs) -> anyhow::Result<TestnetSummary> {
             samples: s.samples,
             eval_samples: s.eval_samples,
             cpu_secs: p.cpu_secs,
+            eval_cpu_secs: s.counters.eval_cpu_micros as f64 / 1e6,
             reached_target_secs: p.reached.map(|(secs, _)| secs),
             reached_target_samples: p.reached.map(|(_, samples)| samples),
         })

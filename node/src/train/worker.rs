@@ -185,7 +185,17 @@ impl TrainerHandle {
                         }
                         _ => {
                             let started = Instant::now();
+                            let cpu = crate::metrics::thread_cpu_time();
                             let eval = trainer.evaluate()?;
+                            if let (Some(before), Some(after)) =
+                                (cpu, crate::metrics::thread_cpu_time())
+                            {
+                                let spent = after.saturating_sub(before).as_micros();
+                                Counters::add(
+                                    &counters.eval_cpu_micros,
+                                    u64::try_from(spent).unwrap_or(u64::MAX),
+                                );
+                            }
                             let samples = trainer.samples_seen();
                             last_eval = Some((Instant::now(), eval, started.elapsed(), samples));
                             (eval, samples)

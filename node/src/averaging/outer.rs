@@ -3,7 +3,10 @@
 //! stepped along with Nesterov momentum. Pure arithmetic on flat weights; it owns the anchor
 //! and the outer velocity and nothing else (the training thread holds one).
 //!
-//! With `lr = 1` and `momentum = 0` the step is the plain merge.
+//! With `lr = 1` and `momentum = 0` the step is the plain merge. The velocity restarts from
+//! zero whenever a merge's displacement points against it (O'Donoghue and Candès' adaptive
+//! restart): momentum that overshoots, as when peers' models pull each other back and forth,
+//! is dropped instead of amplified.
 
 /// Outer learning rate and momentum.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -44,12 +47,21 @@ impl OuterStep {
     }
 
     /// `merged` is the weighted mean of this model and its partners. With `Δ = φ − merged`:
-    /// `u = μ u + Δ; φ = φ − η (Δ + μ u)`; `merged` becomes the new `φ`. A model of another
-    /// length (a new layout) restarts the state from `merged`.
+    /// `u = 0` if `Δ · u < 0`; then `u = μ u + Δ; φ = φ − η (Δ + μ u)`; `merged` becomes the
+    /// new `φ`. A model of another length (a new layout) restarts the state from `merged`.
     pub fn apply(&mut self, merged: &mut [f32], p: OuterParams) {
         if self.anchor.len() != merged.len() {
             *self = Self::new(merged);
             return;
+        }
+        let alignment: f64 = merged
+            .iter()
+            .zip(&self.anchor)
+            .zip(&self.velocity)
+            .map(|((m, a), u)| f64::from(a - m) * f64::from(*u))
+            .sum();
+        if alignment < 0.0 {
+            self.velocity.iter_mut().for_each(|u| *u = 0.0);
         }
         for ((m, a), u) in merged
             .iter_mut()
@@ -92,6 +104,11 @@ mod tests {
         let mut merged = vec![0.6];
         outer.apply(&mut merged, p);
         assert!((merged[0] - 0.5).abs() < 1e-6, "{merged:?}");
+        // A displacement against the velocity (Δ = 0.5 − 0.9 = −0.4, u = 0.2) restarts it:
+        // u = −0.4; φ = 0.5 − (−0.4 − 0.2) = 1.1 (with the old velocity it would be 1.05).
+        let mut merged = vec![0.9];
+        outer.apply(&mut merged, p);
+        assert!((merged[0] - 1.1).abs() < 1e-6, "{merged:?}");
         // A different length restarts from the merged model.
         let mut merged = vec![3.0, 4.0];
         outer.apply(&mut merged, p);

@@ -326,7 +326,7 @@ pub struct AveragingConfig {
     /// Outer learning rate applied to each merge's displacement, > 0 (1 with
     /// `outer_momentum` 0 = the plain merge). Omitted: 1.
     pub outer_lr: f64,
-    /// Outer Nesterov momentum on merges, in `[0, 1)`. Omitted: 0.5.
+    /// Outer Nesterov momentum on merges, in `[0, 1)`. Omitted: 0.
     pub outer_momentum: f64,
     /// Seconds after which a peer's announcement is too old to pick it, >= 1. Omitted: 30.
     pub freshness_secs: u64,
@@ -351,7 +351,7 @@ impl Default for AveragingConfig {
             weighting: Weighting::Samples,
             staleness: Staleness::PreferFresh,
             outer_lr: 1.0,
-            outer_momentum: 0.5,
+            outer_momentum: 0.0,
             freshness_secs: 30,
             chunk_size: DEFAULT_CHUNK_SIZE,
             max_inflight_per_peer: 8,

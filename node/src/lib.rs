@@ -25,6 +25,7 @@ pub mod init;
 pub mod logging;
 pub mod metrics;
 pub mod model;
+mod names;
 pub mod network;
 pub mod node;
 pub mod run;

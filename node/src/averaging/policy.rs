@@ -6,8 +6,6 @@
 use murmur_protocol::ManifestId;
 use rand::Rng;
 use rand::seq::index;
-use std::fmt;
-use std::str::FromStr;
 use std::time::Duration;
 
 /// How the merged model weighs each participant.
@@ -20,35 +18,10 @@ pub enum Weighting {
     Uniform,
 }
 
-impl Weighting {
-    /// Every weighting, in the order error messages list them.
-    pub const ALL: [Weighting; 2] = [Weighting::Samples, Weighting::Uniform];
-
-    /// The name in config files.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Weighting::Samples => "samples",
-            Weighting::Uniform => "uniform",
-        }
-    }
-}
-
-impl fmt::Display for Weighting {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Weighting {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Weighting::ALL
-            .into_iter()
-            .find(|w| w.as_str() == s)
-            .ok_or_else(|| format!("unknown weighting {s:?}: expected samples or uniform"))
-    }
-}
+crate::names::named_enum!(Weighting, "weighting", {
+    Samples => "samples",
+    Uniform => "uniform",
+});
 
 /// How the age of partners' models counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -63,35 +36,10 @@ pub enum Staleness {
     PreferFresh,
 }
 
-impl Staleness {
-    /// Every rule, in the order error messages list them.
-    pub const ALL: [Staleness; 2] = [Staleness::Ignore, Staleness::PreferFresh];
-
-    /// The name in config files.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Staleness::Ignore => "ignore",
-            Staleness::PreferFresh => "prefer-fresh",
-        }
-    }
-}
-
-impl fmt::Display for Staleness {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Staleness {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Staleness::ALL
-            .into_iter()
-            .find(|w| w.as_str() == s)
-            .ok_or_else(|| format!("unknown staleness rule {s:?}: expected ignore or prefer-fresh"))
-    }
-}
+crate::names::named_enum!(Staleness, "staleness rule", {
+    Ignore => "ignore",
+    PreferFresh => "prefer-fresh",
+});
 
 /// One partner model as the merge weights see it.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -554,6 +554,30 @@ fn at_least<T: PartialOrd + fmt::Display>(key: &str, value: T, min: T) -> Result
     Ok(())
 }
 
+/// A finite number greater than 0 (a rate).
+fn positive(key: &str, value: f64) -> Result<(), ConfigError> {
+    if !(value.is_finite() && value > 0.0) {
+        return Err(ConfigError::invalid(
+            key,
+            value,
+            "must be a finite number greater than 0",
+        ));
+    }
+    Ok(())
+}
+
+/// A number in `[0, 1)` (a momentum).
+fn unit_fraction(key: &str, value: f64) -> Result<(), ConfigError> {
+    if !(value.is_finite() && (0.0..1.0).contains(&value)) {
+        return Err(ConfigError::invalid(
+            key,
+            value,
+            "must be at least 0 and below 1",
+        ));
+    }
+    Ok(())
+}
+
 impl NetworkConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         for (key, list, dialled) in [
@@ -616,20 +640,8 @@ impl TrainingConfig {
             }
             _ => {}
         }
-        if !(self.lr.is_finite() && self.lr > 0.0) {
-            return Err(ConfigError::invalid(
-                "training.lr",
-                self.lr,
-                "must be a finite number greater than 0",
-            ));
-        }
-        if !(self.momentum.is_finite() && (0.0..1.0).contains(&self.momentum)) {
-            return Err(ConfigError::invalid(
-                "training.momentum",
-                self.momentum,
-                "must be at least 0 and below 1",
-            ));
-        }
+        positive("training.lr", self.lr)?;
+        unit_fraction("training.momentum", self.momentum)?;
         if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
             return Err(ConfigError::invalid(
                 "training.weight_decay",
@@ -661,20 +673,8 @@ impl AveragingConfig {
                 "must be a number of seconds from 0 to 60",
             ));
         }
-        if !(self.outer_lr.is_finite() && self.outer_lr > 0.0) {
-            return Err(ConfigError::invalid(
-                "averaging.outer_lr",
-                self.outer_lr,
-                "must be a finite number greater than 0",
-            ));
-        }
-        if !(self.outer_momentum.is_finite() && (0.0..1.0).contains(&self.outer_momentum)) {
-            return Err(ConfigError::invalid(
-                "averaging.outer_momentum",
-                self.outer_momentum,
-                "must be at least 0 and below 1",
-            ));
-        }
+        positive("averaging.outer_lr", self.outer_lr)?;
+        unit_fraction("averaging.outer_momentum", self.outer_momentum)?;
         at_least("averaging.freshness_secs", self.freshness_secs, 1)?;
         if !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&self.chunk_size) {
             return Err(ConfigError::invalid(
@@ -1122,6 +1122,36 @@ mod tests {
                 "[averaging]\nweighting = 'x'",
                 "averaging.weighting",
                 "samples or uniform",
+            ),
+            (
+                "[averaging]\nstaleness = 'x'",
+                "averaging.staleness",
+                "ignore or prefer-fresh",
+            ),
+            (
+                "[training]\nmomentum_mode = 'global'",
+                "training.momentum_mode",
+                "local, reset or quasi-global",
+            ),
+            (
+                "[averaging]\nmerge_wait_secs = 61.0",
+                "averaging.merge_wait_secs",
+                "from 0 to 60",
+            ),
+            (
+                "[averaging]\nmerge_wait_secs = -1.0",
+                "averaging.merge_wait_secs",
+                "from 0 to 60",
+            ),
+            (
+                "[averaging]\nouter_lr = 0.0",
+                "averaging.outer_lr",
+                "greater than 0",
+            ),
+            (
+                "[averaging]\nouter_momentum = 1.0",
+                "averaging.outer_momentum",
+                "below 1",
             ),
             (
                 "[dashboard]\nlisten = 'localhost:80'",

@@ -58,42 +58,11 @@ pub enum MomentumMode {
     QuasiGlobal,
 }
 
-impl MomentumMode {
-    /// Every mode, in the order error messages list them.
-    pub const ALL: [MomentumMode; 3] = [
-        MomentumMode::Local,
-        MomentumMode::Reset,
-        MomentumMode::QuasiGlobal,
-    ];
-
-    /// The name in config files and flags.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MomentumMode::Local => "local",
-            MomentumMode::Reset => "reset",
-            MomentumMode::QuasiGlobal => "quasi-global",
-        }
-    }
-}
-
-impl fmt::Display for MomentumMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for MomentumMode {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        MomentumMode::ALL
-            .into_iter()
-            .find(|m| m.as_str() == s)
-            .ok_or_else(|| {
-                format!("unknown momentum mode {s:?}: expected local, reset or quasi-global")
-            })
-    }
-}
+crate::names::named_enum!(MomentumMode, "momentum mode", {
+    Local => "local",
+    Reset => "reset",
+    QuasiGlobal => "quasi-global",
+});
 
 /// Optimizer settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -371,7 +340,7 @@ mod tests {
 
     #[test]
     fn momentum_modes_parse_and_print() {
-        for m in MomentumMode::ALL {
+        for &m in MomentumMode::ALL {
             assert_eq!(m.as_str().parse::<MomentumMode>(), Ok(m));
         }
         assert!("global".parse::<MomentumMode>().is_err());

@@ -125,103 +125,28 @@ pub struct TrainerHandle {
 impl TrainerHandle {
     /// Starts the training thread on `trainer`.
     pub fn spawn(
-        mut trainer: Trainer,
+        trainer: Trainer,
         policy: RoundPolicy,
         counters: Arc<Counters>,
     ) -> std::io::Result<Self> {
-        let (merges, mut merge_rx) = mpsc::channel(MERGE_QUEUE);
+        let (merges, merge_rx) = mpsc::channel(MERGE_QUEUE);
         let (round_tx, rounds) = watch::channel(None);
         let (trained_tx, trained) = watch::channel(0u64);
         let stop = Arc::new(AtomicBool::new(false));
-        let stopping = stop.clone();
+        let worker = Worker {
+            trainer,
+            policy,
+            counters,
+            merge_rx,
+            round_tx,
+            trained_tx,
+            stopping: stop.clone(),
+            outer: OuterStep::default(),
+            last_eval: None,
+        };
         let join = std::thread::Builder::new()
             .name("murmur-train".into())
-            .spawn(move || {
-                let mut round = 0u64;
-                let mut outer = OuterStep::default();
-                if !policy.outer.is_plain() {
-                    outer = OuterStep::new(trainer.export()?.values());
-                }
-                let mut last_eval: Option<(Instant, super::Evaluation, Duration, u64)> = None;
-                while !stopping.load(Ordering::Relaxed) {
-                    let started = Instant::now();
-                    for _ in 0..policy.steps.max(1) {
-                        while let Ok(msg) = merge_rx.try_recv() {
-                            apply(&mut trainer, msg, &mut outer, policy.outer, &counters)?;
-                        }
-                        if stopping.load(Ordering::Relaxed) {
-                            return Ok(());
-                        }
-                        local_step(&mut trainer, &policy)?;
-                        if policy.max_time.is_some_and(|t| started.elapsed() >= t) {
-                            break;
-                        }
-                    }
-                    round += 1;
-                    trained_tx.send_replace(round);
-                    let deadline = Instant::now() + policy.merge_wait;
-                    while Instant::now() < deadline {
-                        // Idle while this round's merge is fetched; it ends the round.
-                        match merge_rx.try_recv() {
-                            Ok(msg) => {
-                                apply(&mut trainer, msg, &mut outer, policy.outer, &counters)?;
-                                break;
-                            }
-                            Err(mpsc::error::TryRecvError::Disconnected) => return Ok(()),
-                            Err(mpsc::error::TryRecvError::Empty) => {}
-                        }
-                        if stopping.load(Ordering::Relaxed) {
-                            return Ok(());
-                        }
-                        std::thread::sleep(
-                            MERGE_POLL.min(deadline.saturating_duration_since(Instant::now())),
-                        );
-                    }
-                    let (eval, eval_samples) = match last_eval {
-                        Some((at, eval, cost, samples))
-                            if at.elapsed() < policy.eval_every.max(cost * EVAL_COST_RATIO) =>
-                        {
-                            (eval, samples)
-                        }
-                        _ => {
-                            let started = Instant::now();
-                            let cpu = crate::metrics::thread_cpu_time();
-                            let eval = trainer.evaluate()?;
-                            if let (Some(before), Some(after)) =
-                                (cpu, crate::metrics::thread_cpu_time())
-                            {
-                                let spent = after.saturating_sub(before).as_micros();
-                                Counters::add(
-                                    &counters.eval_cpu_micros,
-                                    u64::try_from(spent).unwrap_or(u64::MAX),
-                                );
-                            }
-                            let samples = trainer.samples_seen();
-                            last_eval = Some((Instant::now(), eval, started.elapsed(), samples));
-                            (eval, samples)
-                        }
-                    };
-                    let result = RoundResult {
-                        round,
-                        params: trainer.export()?,
-                        samples: trainer.samples_seen(),
-                        eval,
-                        eval_samples,
-                    };
-                    round_tx.send_replace(Some(Arc::new(result)));
-                    while started.elapsed() < policy.min_time {
-                        if stopping.load(Ordering::Relaxed) {
-                            return Ok(());
-                        }
-                        while let Ok(msg) = merge_rx.try_recv() {
-                            apply(&mut trainer, msg, &mut outer, policy.outer, &counters)?;
-                        }
-                        let rest = policy.min_time.saturating_sub(started.elapsed());
-                        std::thread::sleep(rest.min(IDLE_SLICE));
-                    }
-                }
-                Ok(())
-            })?;
+            .spawn(move || worker.run())?;
         Ok(Self {
             merges,
             trained,
@@ -259,52 +184,181 @@ impl Drop for TrainerHandle {
     }
 }
 
+/// The last evaluation: when, its result, what it cost, and the samples it was measured at.
+type LastEval = (Instant, Evaluation, Duration, u64);
+
+/// The training thread's state; only that thread touches it.
+struct Worker {
+    trainer: Trainer,
+    policy: RoundPolicy,
+    counters: Arc<Counters>,
+    merge_rx: mpsc::Receiver<ToTrainer>,
+    round_tx: watch::Sender<Option<Arc<RoundResult>>>,
+    trained_tx: watch::Sender<u64>,
+    stopping: Arc<AtomicBool>,
+    outer: OuterStep,
+    last_eval: Option<LastEval>,
+}
+
+impl Worker {
+    /// Runs rounds until told to stop (or the handle is gone).
+    fn run(mut self) -> Result<(), TrainError> {
+        if !self.policy.outer.is_plain() {
+            self.outer = OuterStep::new(self.trainer.export()?.values());
+        }
+        let mut round = 0u64;
+        while !self.stopped() {
+            let started = Instant::now();
+            if !self.train_steps(started)? {
+                return Ok(());
+            }
+            round += 1;
+            self.trained_tx.send_replace(round);
+            if !self.await_merge()? {
+                return Ok(());
+            }
+            let (eval, eval_samples) = self.evaluation()?;
+            let result = RoundResult {
+                round,
+                params: self.trainer.export()?,
+                samples: self.trainer.samples_seen(),
+                eval,
+                eval_samples,
+            };
+            self.round_tx.send_replace(Some(Arc::new(result)));
+            if !self.pace(started)? {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    fn stopped(&self) -> bool {
+        self.stopping.load(Ordering::Relaxed)
+    }
+
+    /// Applies one message from the node: a merge (then the outer step), an adoption, or
+    /// nothing. A partner of another layout, or weights the model refuses, are counted as
+    /// rejected merges and leave the model as it was.
+    fn apply(&mut self, msg: ToTrainer) -> Result<(), TrainError> {
+        let outer_params = self.policy.outer;
+        let (params, replaced) = match msg {
+            ToTrainer::Skip => return Ok(()),
+            ToTrainer::Adopt(params) => {
+                if !outer_params.is_plain() {
+                    self.outer = OuterStep::new(params.values());
+                }
+                (params, true)
+            }
+            ToTrainer::Merge { partners, weights } => {
+                let mut own = self.trainer.export()?;
+                if partners.iter().any(|p| p.layout() != own.layout()) {
+                    Counters::inc(&self.counters.merges_rejected);
+                    tracing::warn!("merge refused: a partner's layout differs from ours");
+                    return Ok(());
+                }
+                let slices: Vec<&[f32]> = partners.iter().map(|p| p.values()).collect();
+                merge_into(own.values_mut(), &slices, &weights);
+                if !outer_params.is_plain() {
+                    self.outer.apply(own.values_mut(), outer_params);
+                }
+                (own, false)
+            }
+        };
+        match self.trainer.absorb(&params, replaced) {
+            Ok(()) => Counters::inc(&self.counters.merges),
+            Err(e) => {
+                Counters::inc(&self.counters.merges_rejected);
+                tracing::warn!("merge refused: {e}");
+            }
+        }
+        Ok(())
+    }
+
+    /// The round's local steps, merges applied between them; false if told to stop.
+    fn train_steps(&mut self, started: Instant) -> Result<bool, TrainError> {
+        for _ in 0..self.policy.steps.max(1) {
+            while let Ok(msg) = self.merge_rx.try_recv() {
+                self.apply(msg)?;
+            }
+            if self.stopped() {
+                return Ok(false);
+            }
+            local_step(&mut self.trainer, &self.policy)?;
+            if self.policy.max_time.is_some_and(|t| started.elapsed() >= t) {
+                break;
+            }
+        }
+        Ok(true)
+    }
+
+    /// Idles until this round's merge (or `Skip`) arrives and applies it, at most
+    /// `merge_wait`; false if told to stop.
+    fn await_merge(&mut self) -> Result<bool, TrainError> {
+        let deadline = Instant::now() + self.policy.merge_wait;
+        while Instant::now() < deadline {
+            match self.merge_rx.try_recv() {
+                Ok(msg) => {
+                    self.apply(msg)?;
+                    break;
+                }
+                Err(mpsc::error::TryRecvError::Disconnected) => return Ok(false),
+                Err(mpsc::error::TryRecvError::Empty) => {}
+            }
+            if self.stopped() {
+                return Ok(false);
+            }
+            std::thread::sleep(MERGE_POLL.min(deadline.saturating_duration_since(Instant::now())));
+        }
+        Ok(true)
+    }
+
+    /// A fresh evaluation when one is due, else the last one; with the samples it was
+    /// measured at. Its CPU time is counted apart.
+    fn evaluation(&mut self) -> Result<(Evaluation, u64), TrainError> {
+        if let Some((at, eval, cost, samples)) = self.last_eval
+            && at.elapsed() < self.policy.eval_every.max(cost * EVAL_COST_RATIO)
+        {
+            return Ok((eval, samples));
+        }
+        let started = Instant::now();
+        let cpu = crate::metrics::thread_cpu_time();
+        let eval = self.trainer.evaluate()?;
+        if let (Some(before), Some(after)) = (cpu, crate::metrics::thread_cpu_time()) {
+            let spent = after.saturating_sub(before).as_micros();
+            Counters::add(
+                &self.counters.eval_cpu_micros,
+                u64::try_from(spent).unwrap_or(u64::MAX),
+            );
+        }
+        let samples = self.trainer.samples_seen();
+        self.last_eval = Some((Instant::now(), eval, started.elapsed(), samples));
+        Ok((eval, samples))
+    }
+
+    /// Idles out the rest of the round's least time, applying merges as they come; false if
+    /// told to stop.
+    fn pace(&mut self, started: Instant) -> Result<bool, TrainError> {
+        while started.elapsed() < self.policy.min_time {
+            if self.stopped() {
+                return Ok(false);
+            }
+            while let Ok(msg) = self.merge_rx.try_recv() {
+                self.apply(msg)?;
+            }
+            let rest = self.policy.min_time.saturating_sub(started.elapsed());
+            std::thread::sleep(rest.min(IDLE_SLICE));
+        }
+        Ok(true)
+    }
+}
+
 /// One minibatch step at the rate the schedule gives.
 fn local_step(trainer: &mut Trainer, policy: &RoundPolicy) -> Result<(), TrainError> {
     if let Some(schedule) = policy.lr_schedule {
         trainer.set_lr(schedule.lr(trainer.samples_seen()));
     }
     trainer.step()?;
-    Ok(())
-}
-
-fn apply(
-    trainer: &mut Trainer,
-    msg: ToTrainer,
-    outer: &mut OuterStep,
-    outer_params: OuterParams,
-    counters: &Counters,
-) -> Result<(), TrainError> {
-    let (params, replaced) = match msg {
-        ToTrainer::Skip => return Ok(()),
-        ToTrainer::Adopt(params) => {
-            if !outer_params.is_plain() {
-                *outer = OuterStep::new(params.values());
-            }
-            (params, true)
-        }
-        ToTrainer::Merge { partners, weights } => {
-            let mut own = trainer.export()?;
-            if partners.iter().any(|p| p.layout() != own.layout()) {
-                Counters::inc(&counters.merges_rejected);
-                tracing::warn!("merge refused: a partner's layout differs from ours");
-                return Ok(());
-            }
-            let slices: Vec<&[f32]> = partners.iter().map(|p| p.values()).collect();
-            merge_into(own.values_mut(), &slices, &weights);
-            if !outer_params.is_plain() {
-                outer.apply(own.values_mut(), outer_params);
-            }
-            (own, false)
-        }
-    };
-    match trainer.absorb(&params, replaced) {
-        Ok(()) => Counters::inc(&counters.merges),
-        Err(e) => {
-            Counters::inc(&counters.merges_rejected);
-            tracing::warn!("merge refused: {e}");
-        }
-    }
     Ok(())
 }
 

@@ -95,7 +95,8 @@ function drawPeers() {
   const { key, asc } = state.sort;
   const rows = [...net.peers].sort((a, b) => {
     const [x, y] = [a[key], b[key]];
-    const c = typeof x === "string" ? x.localeCompare(y) : x - y;
+    // Strings by code unit, not locale: peer ids are case-sensitive base58.
+    const c = typeof x === "string" ? (x < y ? -1 : x > y ? 1 : 0) : x - y;
     return asc ? c : -c;
   });
   const body = $("peers").querySelector("tbody");

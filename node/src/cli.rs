@@ -55,6 +55,9 @@ pub enum BenchCommand {
     Chunking(bench::chunking::ChunkingArgs),
     /// Time to a target accuracy: centralized training against an N-peer testnet.
     Converge(Box<bench::converge::ConvergeArgs>),
+    /// The attack matrix: an all-honest testnet, then each hostile behaviour against the
+    /// default defences and against the plain mean.
+    Hostile(Box<bench::hostile::HostileArgs>),
     /// Pull a model from another node over loopback, against a plain TCP copy.
     Transfer(bench::transfer::TransferArgs),
 }
@@ -99,6 +102,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Bench(BenchCommand::Converge(args)) => {
             let report = block_on(bench::converge::run(&args))??;
+            report.print(args.json);
+            Ok(())
+        }
+        Command::Bench(BenchCommand::Hostile(args)) => {
+            let report = block_on(bench::hostile::run(&args))??;
             report.print(args.json);
             Ok(())
         }

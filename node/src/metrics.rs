@@ -20,8 +20,16 @@ pub struct Counters {
     pub rounds: AtomicU64,
     /// Merges applied to the model.
     pub merges: AtomicU64,
-    /// Models fetched but refused (wrong layout, non-finite values, failed verification).
+    /// Models fetched but refused (wrong layout, non-finite values, a loss on the held-back
+    /// data over the acceptance bound, or not better for an adoption).
     pub merges_rejected: AtomicU64,
+    /// Partner differences cut by norm clipping.
+    pub merges_clipped: AtomicU64,
+    /// Times training diverged (or took a non-finite model) and went back to the last good
+    /// weights.
+    pub rollbacks: AtomicU64,
+    /// Announcements ignored because their peer announced again too soon.
+    pub announces_throttled: AtomicU64,
     /// Chunks fetched from peers (verified).
     pub chunks_fetched: AtomicU64,
     /// Chunks a merge needed that were already held (not fetched again).
@@ -40,6 +48,12 @@ pub struct CounterSnapshot {
     pub rounds: u64,
     pub merges: u64,
     pub merges_rejected: u64,
+    #[serde(default)]
+    pub merges_clipped: u64,
+    #[serde(default)]
+    pub rollbacks: u64,
+    #[serde(default)]
+    pub announces_throttled: u64,
     pub chunks_fetched: u64,
     pub chunks_reused: u64,
     pub fetch_failures: u64,
@@ -68,6 +82,9 @@ impl Counters {
             rounds: r(&self.rounds),
             merges: r(&self.merges),
             merges_rejected: r(&self.merges_rejected),
+            merges_clipped: r(&self.merges_clipped),
+            rollbacks: r(&self.rollbacks),
+            announces_throttled: r(&self.announces_throttled),
             chunks_fetched: r(&self.chunks_fetched),
             chunks_reused: r(&self.chunks_reused),
             fetch_failures: r(&self.fetch_failures),

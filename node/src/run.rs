@@ -9,7 +9,7 @@ use crate::config::NodeConfig;
 use crate::data::ShardSpec;
 use crate::network::NetworkConfig;
 use crate::node::{self, NodeOptions};
-use crate::train::worker::{LrSchedule, RoundPolicy};
+use crate::train::worker::{Defence, LrSchedule, RoundPolicy};
 use anyhow::Context;
 use libp2p::Multiaddr;
 use std::net::SocketAddr;
@@ -50,6 +50,10 @@ pub struct RunArgs {
     /// its peers stop with it however it ends.
     #[arg(long, hide = true)]
     pub exit_with_parent: bool,
+    /// Play a hostile peer, for tests and attack runs only: scale:<factor>, random,
+    /// samples-max, version-max, dup-chunks, unservable or layout (docs/security.md).
+    #[arg(long, hide = true)]
+    pub hostile: Option<crate::node::Hostile>,
 }
 
 impl RunArgs {
@@ -107,7 +111,9 @@ pub fn options(cfg: &NodeConfig) -> NodeOptions {
             kademlia: cfg.network.kademlia,
             max_connections: cfg.network.max_connections,
             idle_timeout: cfg.network.idle_timeout(),
+            request_timeout: a.request_timeout(),
             corrupt_served_chunks: false,
+            never_answer: false,
         },
         dataset: t.dataset,
         dataset_dir: t.data_dir().map(|p| p.to_path_buf()),
@@ -129,6 +135,12 @@ pub fn options(cfg: &NodeConfig) -> NodeOptions {
                 lr: a.outer_lr as f32,
                 momentum: a.outer_momentum as f32,
             },
+            defence: Defence {
+                aggregation: a.aggregation,
+                clip_factor: a.clip_factor as f32,
+                max_distance: a.max_distance as f32,
+                accept_loss_ratio: a.accept_loss_ratio as f32,
+            },
         },
         policy: Policy {
             fanout: a.fanout,
@@ -143,15 +155,20 @@ pub fn options(cfg: &NodeConfig) -> NodeOptions {
         },
         error_budget: a.error_budget,
         store_budget_bytes: cfg.store.memory_budget_bytes(),
+        hostile: None,
     }
 }
 
 /// Runs one peer until Ctrl-C or SIGTERM.
 pub async fn run(args: &RunArgs) -> anyhow::Result<()> {
     let cfg = args.load()?;
-    let node = node::start(options(&cfg))
-        .await
-        .context("starting the node")?;
+    let mut opts = options(&cfg);
+    if let Some(h) = args.hostile {
+        tracing::warn!("playing a hostile peer: {h}");
+        opts.hostile = Some(h);
+        opts.network.never_answer = h == crate::node::Hostile::Unservable;
+    }
+    let node = node::start(opts).await.context("starting the node")?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let dashboard = crate::api::serve(cfg.dashboard.listen, (&node).into(), stop_rx).await?;
     println!("peer {} on network {}", node.peer_id, cfg.network_id);

@@ -7,7 +7,7 @@
 use crate::config::{NodeConfig, template};
 use crate::data::{DatasetName, Partition, ShardSpec};
 use crate::model::ModelKind;
-use crate::node::NodeStatus;
+use crate::node::{Hostile, NodeStatus};
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
@@ -60,8 +60,36 @@ pub struct TestnetArgs {
     /// Print the summary as one JSON line, last on stdout.
     #[arg(long)]
     pub json: bool,
+    /// `<n>:<behaviour>`: the last n peers play hostile (`murmur run --hostile`, see
+    /// docs/security.md), e.g. `2:scale:100`. Accuracies and stop conditions count the
+    /// honest peers only.
+    #[arg(long)]
+    pub hostile: Option<HostileSpec>,
     #[command(flatten)]
     pub tuning: Tuning,
+}
+
+/// How many peers of a testnet are hostile, and how.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HostileSpec {
+    pub count: usize,
+    pub behaviour: Hostile,
+}
+
+impl std::str::FromStr for HostileSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (count, behaviour) = s
+            .split_once(':')
+            .ok_or_else(|| format!("expected <n>:<behaviour>, e.g. 2:scale:100, got {s:?}"))?;
+        Ok(Self {
+            count: count
+                .parse()
+                .map_err(|e| format!("hostile peer count {count:?}: {e}"))?,
+            behaviour: behaviour.parse()?,
+        })
+    }
 }
 
 /// Training and averaging settings for every peer of a testnet; each left out keeps the
@@ -110,6 +138,15 @@ pub struct Tuning {
     /// `averaging.outer_momentum` of every peer.
     #[arg(long)]
     pub outer_momentum: Option<f64>,
+    /// `averaging.aggregation` of every peer: mean, clip, median or trimmed-mean.
+    #[arg(long)]
+    pub aggregation: Option<crate::averaging::robust::Aggregation>,
+    /// `averaging.accept_loss_ratio` of every peer (0 = no acceptance bound).
+    #[arg(long)]
+    pub accept_loss_ratio: Option<f64>,
+    /// `averaging.max_distance` of every peer (0 = no distance check).
+    #[arg(long)]
+    pub max_distance: Option<f64>,
 }
 
 impl Tuning {
@@ -157,6 +194,15 @@ impl Tuning {
         if let Some(v) = self.outer_momentum {
             cfg.averaging.outer_momentum = v;
         }
+        if let Some(v) = self.aggregation {
+            cfg.averaging.aggregation = v;
+        }
+        if let Some(v) = self.accept_loss_ratio {
+            cfg.averaging.accept_loss_ratio = v;
+        }
+        if let Some(v) = self.max_distance {
+            cfg.averaging.max_distance = v;
+        }
     }
 }
 
@@ -164,6 +210,8 @@ impl Tuning {
 #[derive(Debug, Clone, Serialize)]
 pub struct PeerSummary {
     pub peer_id: String,
+    /// The behaviour of a hostile peer; `None` for an honest one.
+    pub hostile: Option<String>,
     pub accuracy: f32,
     pub loss: f32,
     pub version: u64,
@@ -185,6 +233,14 @@ pub struct PeerSummary {
     pub reached_target_secs: Option<f64>,
     /// With `--until-accuracy`: `eval_samples` of the first status reporting the target.
     pub reached_target_samples: Option<u64>,
+    /// Partner models it refused.
+    pub merges_rejected: u64,
+    /// Returns to its last good weights after training diverged.
+    pub rollbacks: u64,
+    /// Peers it was connected to at the end.
+    pub connected: Vec<String>,
+    /// Peers it had blocked at the end.
+    pub blocked: Vec<String>,
 }
 
 /// Why the testnet stopped.
@@ -205,7 +261,9 @@ pub enum StopReason {
 #[derive(Debug, Clone, Serialize)]
 pub struct TestnetSummary {
     pub peers: Vec<PeerSummary>,
+    /// Over the honest peers.
     pub mean_accuracy: f32,
+    /// Over the honest peers.
     pub min_accuracy: f32,
     pub consensus_distance: Option<f64>,
     pub seconds: f64,
@@ -218,6 +276,7 @@ pub struct TestnetSummary {
 }
 
 struct Peer {
+    hostile: Option<Hostile>,
     child: Child,
     dashboard: SocketAddr,
     last: Option<NodeStatus>,
@@ -242,8 +301,20 @@ fn parse_stat_cpu_secs(stat: &str) -> Option<f64> {
     Some((utime + stime) as f64 / CLOCK_TICKS_PER_SEC)
 }
 
+/// A port free now and not handed out before by this process: the OS may give a port just
+/// released by one probe to the next, and two peers (or a peer's listener and another's
+/// dashboard) would then collide.
 fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    for _ in 0..100 {
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        if !given.contains(&port) {
+            given.push(port);
+            return Ok(port);
+        }
+    }
+    anyhow::bail!("no fresh free port after 100 tries")
 }
 
 /// Writes peer `i`'s config and returns its path, dashboard address and dial address.
@@ -286,13 +357,19 @@ fn write_peer(
     Ok((path, dashboard, dial))
 }
 
-fn spawn_peer(config: &Path, log: &Path) -> anyhow::Result<Child> {
+fn spawn_peer(config: &Path, log: &Path, hostile: Option<Hostile>) -> anyhow::Result<Child> {
     let exe = std::env::current_exe().context("finding the murmur binary")?;
     let log_file =
         std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
     let err_file = log_file.try_clone()?;
-    Command::new(exe)
-        .args(["run", "--exit-with-parent", "--config"])
+    let mut command = Command::new(exe);
+    if let Some(h) = hostile {
+        command.arg("run").arg("--hostile").arg(h.to_string());
+    } else {
+        command.arg("run");
+    }
+    command
+        .args(["--exit-with-parent", "--config"])
         .arg(config)
         .env("RAYON_NUM_THREADS", "1")
         .stdin(Stdio::piped())
@@ -330,6 +407,11 @@ async fn fetch_status(addr: SocketAddr) -> anyhow::Result<NodeStatus> {
 /// Runs the testnet to completion.
 pub async fn run(args: &TestnetArgs) -> anyhow::Result<TestnetSummary> {
     anyhow::ensure!(args.peers >= 1, "--peers must be at least 1");
+    let hostile = args.hostile.map_or(0, |h| h.count);
+    anyhow::ensure!(
+        hostile < args.peers,
+        "--hostile: at least one peer (the first) must be honest"
+    );
     let dir = match &args.dir {
         Some(d) => d.clone(),
         None => std::env::temp_dir().join(format!("murmur-testnet-{}", std::process::id())),
@@ -341,8 +423,13 @@ pub async fn run(args: &TestnetArgs) -> anyhow::Result<TestnetSummary> {
     for i in 0..args.peers {
         let (config, dashboard, dial) = write_peer(&dir, &network_id, args, i, first.as_ref())?;
         first.get_or_insert(dial);
-        let child = spawn_peer(&config, &dir.join(format!("peer{i}.log")))?;
+        let role = args
+            .hostile
+            .filter(|_| i >= args.peers - hostile)
+            .map(|h| h.behaviour);
+        let child = spawn_peer(&config, &dir.join(format!("peer{i}.log")), role)?;
         peers.push(Peer {
+            hostile: role,
             child,
             dashboard,
             last: None,
@@ -401,8 +488,8 @@ pub async fn run(args: &TestnetArgs) -> anyhow::Result<TestnetSummary> {
                 p.last = Some(s);
             }
         }
-        let accs: Vec<f32> = peers
-            .iter()
+        let honest = || peers.iter().filter(|p| p.hostile.is_none());
+        let accs: Vec<f32> = honest()
             .filter_map(|p| p.last.as_ref())
             .filter(|s| s.version > 0)
             .map(|s| s.accuracy)
@@ -423,11 +510,10 @@ pub async fn run(args: &TestnetArgs) -> anyhow::Result<TestnetSummary> {
             cd.map_or("-".into(), |d| format!("{d:.3e}"))
         ));
         bar.tick();
-        let all_up = accs.len() == peers.len();
+        let all_up = accs.len() == peers.len() - hostile;
         // The samples behind each peer's reported accuracy, so that a budget stop reports
         // accuracies measured at (or just past) the budget.
-        let min_samples = peers
-            .iter()
+        let min_samples = honest()
             .map(|p| p.last.as_ref().map_or(0, |s| s.eval_samples))
             .min()
             .unwrap_or(0);
@@ -453,6 +539,7 @@ pub async fn run(args: &TestnetArgs) -> anyhow::Result<TestnetSummary> {
 
     let each_reached_secs = peers
         .iter()
+        .filter(|p| p.hostile.is_none())
         .map(|p| p.reached.map(|(secs, _)| secs))
         .collect::<Option<Vec<f64>>>()
         .map(|t| t.into_iter().fold(0.0, f64::max));
@@ -461,6 +548,7 @@ pub async fn run(args: &TestnetArgs) -> anyhow::Result<TestnetSummary> {
         .filter_map(|p| p.last.as_ref().map(|s| (s, p)))
         .map(|(s, p)| PeerSummary {
             peer_id: s.peer_id.clone(),
+            hostile: p.hostile.map(|h| h.to_string()),
             accuracy: s.accuracy,
             loss: s.loss,
             version: s.version,
@@ -475,9 +563,17 @@ pub async fn run(args: &TestnetArgs) -> anyhow::Result<TestnetSummary> {
             eval_cpu_secs: s.counters.eval_cpu_micros as f64 / 1e6,
             reached_target_secs: p.reached.map(|(secs, _)| secs),
             reached_target_samples: p.reached.map(|(_, samples)| samples),
+            merges_rejected: s.counters.merges_rejected,
+            rollbacks: s.counters.rollbacks,
+            connected: s.connected.clone(),
+            blocked: s.blocked.clone(),
         })
         .collect();
-    let accs: Vec<f32> = summaries.iter().map(|s| s.accuracy).collect();
+    let accs: Vec<f32> = summaries
+        .iter()
+        .filter(|s| s.hostile.is_none())
+        .map(|s| s.accuracy)
+        .collect();
     let (mean, min) = stats(&accs);
     Ok(TestnetSummary {
         peers: summaries,
@@ -538,9 +634,13 @@ impl TestnetSummary {
             "target s"
         );
         for p in &self.peers {
+            let name = match &p.hostile {
+                Some(h) => format!("{} [hostile {h}]", p.peer_id.get(..24).unwrap_or_default()),
+                None => p.peer_id.clone(),
+            };
             println!(
                 "{:<54} {:>8.4} {:>7.4} {:>7} {:>6} {:>10} {:>10} {:>7} {:>7} {:>10} {:>7} {:>8}",
-                p.peer_id,
+                name,
                 p.accuracy,
                 p.loss,
                 p.version,
@@ -571,6 +671,15 @@ impl TestnetSummary {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hostile_specs_parse_and_bad_ones_are_refused() {
+        let spec: HostileSpec = "2:scale:100".parse().unwrap();
+        assert_eq!((spec.count, spec.behaviour), (2, Hostile::Scale(100.0)));
+        assert!("scale:100".parse::<HostileSpec>().is_err());
+        assert!("x:random".parse::<HostileSpec>().is_err());
+        assert!("2".parse::<HostileSpec>().is_err());
+    }
 
     #[test]
     fn cpu_time_is_read_after_the_last_parenthesis() {

@@ -100,3 +100,36 @@ impl Manifest {
 pub fn chunk_count(total_len: u64, chunk_size: u32) -> u64 {
     total_len.div_ceil(u64::from(chunk_size.max(1)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chunking::Snapshot;
+    use crate::params::FlatParams;
+
+    /// A valid manifest of 4 distinct 64-byte chunks.
+    fn manifest() -> Manifest {
+        let values = (0..64).map(|i| i as f32 * 0.5 - 3.0).collect();
+        let params = FlatParams::from_named(vec![(TensorSpec::f32("w", &[64]), values)]).unwrap();
+        let snap = Snapshot::build(&params, 64).unwrap();
+        assert_eq!(snap.manifest.chunks.len(), 4);
+        snap.manifest
+    }
+
+    #[test]
+    fn distinct_chunks_are_valid() {
+        let layout = manifest().validate().unwrap();
+        assert_eq!(layout.byte_len(), 256);
+    }
+
+    /// Identical regions of a model (zeroed or pruned blocks) give identical chunks: a
+    /// manifest may list one id more than once. What a manifest repeating one id thousands
+    /// of times could cost a fetcher is capped by the fetcher's layout check instead (the
+    /// total length must be its own model's), before any chunk is requested.
+    #[test]
+    fn repeated_chunk_ids_are_valid() {
+        let mut m = manifest();
+        m.chunks[3] = m.chunks[1];
+        assert!(m.validate().is_ok());
+    }
+}

@@ -38,7 +38,10 @@ pub fn options(
             kademlia: true,
             max_connections: 64,
             idle_timeout: Duration::from_secs(60),
+            // A peer config's default (`averaging.request_timeout_secs`).
+            request_timeout: peer.network.request_timeout,
             corrupt_served_chunks: false,
+            never_answer: false,
         },
         dataset: DatasetName::Digits,
         dataset_dir: None,
@@ -65,6 +68,7 @@ pub fn options(
         },
         error_budget: 5,
         store_budget_bytes: 64 << 20,
+        hostile: None,
     }
 }
 

@@ -24,6 +24,7 @@ fn centralized_samples(train: &TrainConfig, target: f32) -> u64 {
             let cfg = TrainConfig {
                 seed,
                 balance_classes: false,
+                holdout: 0,
                 ..train.clone()
             };
             let mut t = Trainer::new(

@@ -62,6 +62,7 @@ async fn corrupted_chunks_are_caught_charged_and_fetched_from_another_holder() {
     // Ask the bad peer first: every chunk it sends fails verification, is charged to it, and
     // is fetched again from the honest holder.
     let budgets = ErrorBudgets::new(100);
+    let layout = layout_of(&honest.store, &id);
     let fetched = fetch::fetch(
         &client.client,
         &client.store,
@@ -69,6 +70,7 @@ async fn corrupted_chunks_are_caught_charged_and_fetched_from_another_holder() {
         &[bad.peer_id, honest.peer_id],
         &budgets,
         LIMITS,
+        &layout,
     )
     .await
     .unwrap_or_else(|e| panic!("fetch failed: {e}"));
@@ -211,6 +213,7 @@ async fn a_late_joiner_adopts_the_networks_model_and_catches_up() {
     let s0 = nodes[0].snapshot();
     let id: ManifestId = s0.manifest.parse().unwrap();
     let budgets = ErrorBudgets::new(5);
+    let layout = layout_of(&nodes[0].store, &id);
     let copy = fetch::fetch(
         &nodes[1].client,
         &nodes[1].store,
@@ -218,6 +221,7 @@ async fn a_late_joiner_adopts_the_networks_model_and_catches_up() {
         &[nodes[0].peer_id],
         &budgets,
         LIMITS,
+        &layout,
     )
     .await
     .unwrap_or_else(|e| panic!("second holder's fetch: {e}"));
@@ -235,6 +239,7 @@ async fn a_late_joiner_adopts_the_networks_model_and_catches_up() {
             per_peer_inflight: 1,
             ..LIMITS
         },
+        &layout,
     )
     .await
     .unwrap_or_else(|e| panic!("late joiner's fetch: {e}"));
@@ -249,4 +254,10 @@ async fn a_late_joiner_adopts_the_networks_model_and_catches_up() {
     for n in nodes {
         n.shutdown().await;
     }
+}
+
+/// The layout of model `id` as `store` holds it (every test node trains the same model).
+fn layout_of(store: &murmur_node::store::ChunkStore, id: &ManifestId) -> murmur_protocol::Layout {
+    let (manifest, _) = store.manifest(id).expect("the holder has the manifest");
+    manifest.validate().expect("a valid manifest")
 }

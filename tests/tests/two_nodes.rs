@@ -37,6 +37,13 @@ async fn a_node_pulls_another_nodes_model_verified_chunk_by_chunk() {
     // Pull a's current model explicitly and compare with what a holds, value for value.
     let sa = a.snapshot();
     let id: ManifestId = sa.manifest.parse().unwrap();
+    let layout = a
+        .store
+        .manifest(&id)
+        .expect("a holds its model")
+        .0
+        .validate()
+        .expect("a valid manifest");
     let fetched = fetch::fetch(
         &b.client,
         &b.store,
@@ -47,6 +54,7 @@ async fn a_node_pulls_another_nodes_model_verified_chunk_by_chunk() {
             per_peer_inflight: 4,
             deadline: Duration::from_secs(20),
         },
+        &layout,
     )
     .await
     .unwrap_or_else(|e| panic!("fetch failed: {e}"));

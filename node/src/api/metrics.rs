@@ -14,7 +14,7 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 pub fn encode(s: &NodeStatus) -> Result<String, std::fmt::Error> {
     let c = &s.counters;
     let mut r = Registry::with_prefix("murmur");
-    let counters: [(&str, &str, u64); 10] = [
+    let counters: [(&str, &str, u64); 13] = [
         (
             "rounds",
             "Training rounds completed, each announcing a model",
@@ -23,8 +23,23 @@ pub fn encode(s: &NodeStatus) -> Result<String, std::fmt::Error> {
         ("merges", "Merges applied to the model", c.merges),
         (
             "merges_rejected",
-            "Fetched models refused (layout, non-finite values)",
+            "Fetched models refused (layout, non-finite values, held-back loss)",
             c.merges_rejected,
+        ),
+        (
+            "merges_clipped",
+            "Partner differences cut by norm clipping",
+            c.merges_clipped,
+        ),
+        (
+            "rollbacks",
+            "Returns to the last good weights after training diverged",
+            c.rollbacks,
+        ),
+        (
+            "announces_throttled",
+            "Announcements ignored because their peer announced too soon again",
+            c.announces_throttled,
         ),
         (
             "chunks_fetched",

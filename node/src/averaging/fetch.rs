@@ -1,8 +1,12 @@
 //! Fetching a model by its manifest id from the peers that hold it: the manifest first
-//! (verified against its id), then only the chunks not already held, in parallel batches
-//! spread over every holder, with a per-peer in-flight limit, a per-peer error budget and an
-//! overall deadline. Every chunk is verified against its id before it is stored; a bad chunk
-//! is charged to the peer that sent it and fetched again from another holder.
+//! (verified against its id, validated, and refused unless its layout is our own model's, so
+//! its length and chunk count are ours too), then only the chunks not already held, in
+//! parallel batches spread over every holder, with a per-peer in-flight limit, a per-peer
+//! error budget and an overall deadline. Every chunk is verified against its id before it is
+//! stored; a bad chunk is charged to the peer that sent it and fetched again from another
+//! holder. A request that fails or times out (the network's request timeout, shorter than the
+//! deadline) is charged to its peer and its chunks are asked of another holder when one is
+//! left.
 
 use crate::network::{Client, RequestError};
 use crate::store::ChunkStore;
@@ -11,7 +15,10 @@ use futures::stream::FuturesUnordered;
 use libp2p::PeerId;
 use murmur_protocol::codec::decode_manifest;
 use murmur_protocol::limits::{MAX_CHUNK_RESPONSE_DATA, MAX_CHUNKS_PER_REQUEST};
-use murmur_protocol::{ChunkId, ChunkReply, FlatParams, Manifest, ManifestId, Request, Response};
+use murmur_protocol::tensor::Layout;
+use murmur_protocol::{
+    ChunkId, ChunkReply, DecodeError, FlatParams, Manifest, ManifestId, Request, Response,
+};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -26,8 +33,9 @@ pub struct FetchLimits {
 }
 
 /// Bad answers charged per peer, shared by every fetch of a node. A peer whose charges reach
-/// the budget is avoided; each good answer forgives one charge, so a peer that was only slow
-/// for a while comes back.
+/// the budget is avoided; a good manifest answer, and the chunks a peer served to a fetch
+/// that completed, forgive one charge each, so a peer that was only slow for a while comes
+/// back.
 #[derive(Debug, Clone)]
 pub struct ErrorBudgets {
     budget: u32,
@@ -59,6 +67,21 @@ impl ErrorBudgets {
                 *n = n.saturating_sub(1);
             }
         });
+    }
+
+    /// Forgives half of `peer`'s charges (rounding the remainder down), e.g. when a block
+    /// for spending its budget ended.
+    pub fn pardon(&self, peer: &PeerId) {
+        self.with(|c| {
+            if let Some(n) = c.get_mut(peer) {
+                *n /= 2;
+            }
+        });
+    }
+
+    /// Forgets peers with no charges left.
+    pub fn prune(&self) {
+        self.with(|c| c.retain(|_, n| *n > 0));
     }
 
     /// True when `peer` should be avoided.
@@ -94,9 +117,70 @@ pub enum FetchError {
     Deadline(ManifestId),
     #[error("fetched model does not assemble: {0}")]
     Assemble(String),
+    /// The manifest is valid but describes another model than ours; nothing was requested
+    /// for it.
+    #[error("manifest {id} describes {got} bytes of weights, our model has {expected}: {detail}")]
+    Layout {
+        id: ManifestId,
+        /// Our model's encoded size.
+        expected: u64,
+        /// The manifest's encoded size (`total_len`).
+        got: u64,
+        /// The first difference found.
+        detail: String,
+    },
+}
+
+/// Refuses a manifest unless it is valid and its layout is `expected` (same tensors, names
+/// and shapes in the same order). Its `total_len` and chunk count then follow from the
+/// layout, so a fetch for it can never ask for more than our own model's chunks.
+pub fn check_layout(
+    id: ManifestId,
+    manifest: &Manifest,
+    expected: &Layout,
+) -> Result<(), FetchError> {
+    let refuse = |detail: String| FetchError::Layout {
+        id,
+        expected: expected.byte_len(),
+        got: manifest.total_len,
+        detail,
+    };
+    let layout = manifest
+        .validate()
+        .map_err(|e| refuse(format!("invalid manifest: {e}")))?;
+    if layout == *expected {
+        return Ok(());
+    }
+    let (ours, theirs) = (expected.tensors(), layout.tensors());
+    let detail = match ours.iter().zip(theirs).find(|(a, b)| a != b) {
+        Some((a, b)) => format!(
+            "tensor {:?} {:?} where ours is {:?} {:?}",
+            b.name, b.shape, a.name, a.shape
+        ),
+        None => format!("{} tensors where ours has {}", theirs.len(), ours.len()),
+    };
+    Err(refuse(detail))
+}
+
+/// Why a manifest served by a holder was refused.
+#[derive(Debug)]
+enum Refusal {
+    /// Not the manifest asked for, or not a valid manifest: another holder may do better.
+    Invalid(DecodeError),
+    /// A valid manifest of another model: every holder serves the same bytes.
+    Layout(FetchError),
+}
+
+/// Decodes (size, id, validity) and checks the layout of manifest bytes from a holder.
+fn accept_manifest(bytes: &[u8], id: ManifestId, expected: &Layout) -> Result<Manifest, Refusal> {
+    let manifest = decode_manifest(bytes, &id).map_err(Refusal::Invalid)?;
+    check_layout(id, &manifest, expected).map_err(Refusal::Layout)?;
+    Ok(manifest)
 }
 
 /// Fetches `id` from `holders` (in preference order) into `store` and returns the weights.
+/// `expected` is our own model's layout: a manifest of any other layout is refused before a
+/// chunk is requested, and charged to the holder that served it.
 pub async fn fetch(
     client: &Client,
     store: &ChunkStore,
@@ -104,10 +188,11 @@ pub async fn fetch(
     holders: &[PeerId],
     budgets: &ErrorBudgets,
     limits: FetchLimits,
+    expected: &Layout,
 ) -> Result<Fetched, FetchError> {
     tokio::time::timeout(
         limits.deadline,
-        fetch_inner(client, store, id, holders, budgets, limits),
+        fetch_inner(client, store, id, holders, expected, budgets, limits),
     )
     .await
     .unwrap_or(Err(FetchError::Deadline(id)))
@@ -118,22 +203,32 @@ async fn fetch_manifest(
     store: &ChunkStore,
     id: ManifestId,
     holders: &[PeerId],
+    expected: &Layout,
     budgets: &ErrorBudgets,
 ) -> Result<Manifest, FetchError> {
     if let Some((manifest, _)) = store.manifest(&id) {
+        // Validated when it was stored; whether it is a model like ours is checked here, and
+        // nobody is charged for it.
+        check_layout(id, &manifest, expected)?;
         return Ok(manifest);
     }
     for &peer in holders.iter().filter(|p| !budgets.exhausted(p)) {
         match client.request(peer, Request::Manifest(id)).await {
-            Ok(Response::Manifest(Some(bytes))) => match decode_manifest(&bytes, &id) {
+            Ok(Response::Manifest(Some(bytes))) => match accept_manifest(&bytes, id, expected) {
                 Ok(manifest) => {
                     budgets.forgive(peer);
                     store.insert_manifest(id, manifest.clone(), bytes);
                     return Ok(manifest);
                 }
-                Err(e) => {
+                Err(Refusal::Invalid(e)) => {
                     tracing::warn!(%peer, "bad manifest {}: {e}", id.short());
                     budgets.charge(peer);
+                }
+                Err(Refusal::Layout(e)) => {
+                    // Every holder would serve these same bytes: stop here.
+                    tracing::warn!(%peer, "{e}");
+                    budgets.charge(peer);
+                    return Err(e);
                 }
             },
             Ok(Response::Manifest(None) | Response::Busy) => {}
@@ -156,10 +251,11 @@ async fn fetch_inner(
     store: &ChunkStore,
     id: ManifestId,
     holders: &[PeerId],
+    expected: &Layout,
     budgets: &ErrorBudgets,
     limits: FetchLimits,
 ) -> Result<Fetched, FetchError> {
-    let manifest = fetch_manifest(client, store, id, holders, budgets).await?;
+    let manifest = fetch_manifest(client, store, id, holders, expected, budgets).await?;
     let missing = store.missing(&manifest);
     let reused = manifest.chunks.len() - missing.len();
     // Enough requests to keep every holder's in-flight slots busy, each within one response.
@@ -250,9 +346,10 @@ async fn fetch_inner(
                         ChunkReply::OverBudget => queue.push_back(chunk),
                     }
                 }
-                if good {
-                    budgets.forgive(peer);
-                } else {
+                // Good answers are forgiven once per fetch (below), not once each: a peer
+                // serving a many-chunk model it knows will be refused must not earn back
+                // more than the refusal costs it.
+                if !good {
                     budgets.charge(peer);
                 }
             }
@@ -269,8 +366,20 @@ async fn fetch_inner(
                 });
             }
             Err(e) => {
+                // A failure or a timeout: ask another usable holder for these chunks, or this
+                // one again if no other is left.
                 tracing::debug!("{e}");
                 budgets.charge(peer);
+                for chunk in &batch {
+                    let elsewhere = holders.iter().any(|p| {
+                        *p != peer
+                            && !budgets.exhausted(p)
+                            && !refused.get(chunk).is_some_and(|r| r.contains(p))
+                    });
+                    if elsewhere {
+                        refused.entry(*chunk).or_default().insert(peer);
+                    }
+                }
                 queue.extend(batch);
             }
         }
@@ -291,6 +400,9 @@ async fn fetch_inner(
     let params = store
         .assemble(&id)
         .map_err(|e| FetchError::Assemble(e.to_string()))?;
+    for peer in sources.keys() {
+        budgets.forgive(*peer);
+    }
     Ok(Fetched {
         params,
         chunks_fetched: fetched,
@@ -298,4 +410,145 @@ async fn fetch_inner(
         bytes,
         sources,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use murmur_protocol::codec::encode_manifest;
+    use murmur_protocol::{Snapshot, TensorSpec};
+
+    /// Our model: `w` of `n` values and `b` of 4, cut into 64-byte chunks.
+    fn snapshot(n: u64) -> Snapshot {
+        let params = FlatParams::from_named(vec![
+            (
+                TensorSpec::f32("w", &[n]),
+                (0..n).map(|i| i as f32).collect(),
+            ),
+            (TensorSpec::f32("b", &[4]), vec![-1.0, -2.0, -3.0, -4.0]),
+        ])
+        .unwrap();
+        Snapshot::build(&params, 64).unwrap()
+    }
+
+    fn layout(s: &Snapshot) -> Layout {
+        s.manifest.validate().unwrap()
+    }
+
+    #[test]
+    fn budgets_charge_forgive_pardon_and_prune() {
+        let (a, b) = (PeerId::random(), PeerId::random());
+        let budgets = ErrorBudgets::new(3);
+        for _ in 0..3 {
+            budgets.charge(a);
+        }
+        budgets.charge(b);
+        assert!(budgets.exhausted(&a) && !budgets.exhausted(&b));
+        budgets.pardon(&a);
+        assert!(!budgets.exhausted(&a));
+        budgets.forgive(b);
+        budgets.prune();
+        assert_eq!(budgets.snapshot(), vec![(a, 1)]);
+    }
+
+    #[test]
+    fn a_manifest_of_our_layout_is_accepted() {
+        let s = snapshot(64);
+        check_layout(s.id, &s.manifest, &layout(&s)).unwrap();
+        let m = accept_manifest(&s.manifest_bytes, s.id, &layout(&s)).unwrap();
+        assert_eq!(m, s.manifest);
+    }
+
+    #[test]
+    fn a_manifest_of_another_size_is_refused_naming_both_sizes() {
+        let (ours, theirs) = (snapshot(64), snapshot(640));
+        match check_layout(theirs.id, &theirs.manifest, &layout(&ours)) {
+            Err(FetchError::Layout {
+                id,
+                expected,
+                got,
+                detail,
+            }) => {
+                assert_eq!((id, expected, got), (theirs.id, 272, 2576));
+                assert!(detail.contains("[640]"), "{detail}");
+            }
+            other => panic!("expected a layout refusal, got {other:?}"),
+        }
+        let message = check_layout(theirs.id, &theirs.manifest, &layout(&ours))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains("2576") && message.contains("272"),
+            "{message}"
+        );
+        assert!(matches!(
+            accept_manifest(&theirs.manifest_bytes, theirs.id, &layout(&ours)),
+            Err(Refusal::Layout(FetchError::Layout { .. }))
+        ));
+    }
+
+    #[test]
+    fn a_manifest_of_our_size_but_other_tensors_is_refused() {
+        let ours = snapshot(64);
+        let mut other = ours.manifest.clone();
+        other.tensors[1].name = "v".into();
+        match check_layout(ours.id, &other, &layout(&ours)) {
+            Err(FetchError::Layout {
+                expected,
+                got,
+                detail,
+                ..
+            }) => {
+                assert_eq!(expected, got);
+                assert!(detail.contains("\"v\""), "{detail}");
+            }
+            other => panic!("expected a layout refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_invalid_stored_manifest_is_refused() {
+        let ours = snapshot(64);
+        let mut other = ours.manifest.clone();
+        other.total_len += 4;
+        assert!(matches!(
+            check_layout(ours.id, &other, &layout(&ours)),
+            Err(FetchError::Layout { detail, .. }) if detail.starts_with("invalid manifest")
+        ));
+    }
+
+    #[test]
+    fn ten_thousand_chunks_for_a_small_model_are_refused() {
+        let ours = snapshot(64);
+        // A big model whose manifest is valid on its own: 10,000 distinct chunks.
+        let mut big = ours.manifest.clone();
+        big.tensors[1].shape = vec![10_000 * 16 - 4];
+        big.total_len = 10_000 * 64;
+        big.chunks = (0..10_000u32)
+            .map(|i| ChunkId::of(&i.to_le_bytes()))
+            .collect();
+        let bytes = encode_manifest(&big).unwrap();
+        let id = ManifestId::of(&bytes);
+        assert!(matches!(
+            accept_manifest(&bytes, id, &layout(&ours)),
+            Err(Refusal::Layout(FetchError::Layout { got: 640_000, .. }))
+        ));
+    }
+
+    /// A hostile `dup-chunks` manifest: one chunk id 10,000 times, a layout to match. It is
+    /// valid as a manifest, and refused by the layout check before any chunk is fetched.
+    #[test]
+    fn ten_thousand_copies_of_one_chunk_are_refused_by_layout() {
+        let ours = snapshot(64);
+        let mut dup = ours.manifest.clone();
+        dup.tensors[1].shape = vec![10_000 * 16 - 4];
+        dup.total_len = 10_000 * 64;
+        dup.chunks = vec![ours.manifest.chunks[0]; 10_000];
+        let bytes = encode_manifest(&dup).unwrap();
+        let id = ManifestId::of(&bytes);
+        assert!(matches!(
+            accept_manifest(&bytes, id, &layout(&ours)),
+            Err(Refusal::Layout(FetchError::Layout { got: 640_000, .. }))
+        ));
+    }
 }

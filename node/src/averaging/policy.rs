@@ -11,10 +11,12 @@ use std::time::Duration;
 /// How the merged model weighs each participant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Weighting {
-    /// Proportional to the training samples folded into each model.
-    #[default]
+    /// Proportional to the training samples folded into each model, a partner's claim
+    /// capped at this node's own count (the only count it can check): a partner can at most
+    /// weigh as much as this node.
     Samples,
     /// Every participant (this node included) counts the same.
+    #[default]
     Uniform,
 }
 
@@ -30,7 +32,8 @@ pub enum Staleness {
     /// whatever its age.
     #[default]
     Ignore,
-    /// The most recently heard announcements are chosen, and a partner's merge weight is
+    /// Partners are drawn alike among the announcements heard within this node's last round
+    /// (then the most recently heard of the others), and a partner's merge weight is
     /// divided by `1 + lag`, its lag counted in this node's rounds on this node's clock
     /// (nothing the partner says about itself).
     PreferFresh,
@@ -44,7 +47,7 @@ crate::names::named_enum!(Staleness, "staleness rule", {
 /// One partner model as the merge weights see it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PartnerModel {
-    /// Training samples the partner announced.
+    /// Training samples the partner claims (capped at this node's own before use).
     pub samples: u64,
     /// How many of this node's rounds ago its announcement arrived.
     pub lag_rounds: f64,
@@ -76,13 +79,17 @@ impl Policy {
     /// Chooses up to `fanout` partners among peers with a fresh announcement of a model
     /// other than ours (`own`); peers listed in `avoid` (over their error budget) are
     /// skipped. [`Staleness::Ignore`]: uniformly at random, in a random order;
-    /// [`Staleness::PreferFresh`]: the most recently heard, newest first (ties at random).
+    /// [`Staleness::PreferFresh`]: uniformly at random among the peers heard within the
+    /// last `recent` (this node's round time), then, if fewer than `fanout` were, the most
+    /// recently heard of the others. Within a round every peer counts once, so a peer
+    /// announcing more often than the others is not chosen more often.
     pub fn choose<'a, P: PartialEq>(
         &self,
         known: &'a [Known<P>],
         own: Option<&ManifestId>,
         avoid: &[P],
         now: Duration,
+        recent: Duration,
         rng: &mut impl Rng,
     ) -> Vec<&'a Known<P>> {
         let eligible: Vec<&Known<P>> = known
@@ -107,14 +114,51 @@ impl Policy {
         };
         if self.staleness == Staleness::PreferFresh {
             chosen.sort_by_key(|k| std::cmp::Reverse(k.seen_at));
-            chosen.truncate(n);
+            let within = chosen
+                .iter()
+                .take_while(|k| now.saturating_sub(k.seen_at) <= recent)
+                .count();
+            if within > n {
+                chosen = index::sample(rng, within, n)
+                    .into_iter()
+                    .map(|i| chosen[i])
+                    .collect();
+            } else {
+                chosen.truncate(n);
+            }
         }
         chosen
     }
 
+    /// A fresh node's adoption candidate: one fresh announcement of a model other than ours,
+    /// from a peer not avoided, drawn uniformly at random. Nothing the peers claim (version,
+    /// samples) decides it: the training thread then adopts the model only if it beats this
+    /// node's own on its held-back data, so a peer announcing the highest version is no more
+    /// likely to be adopted than any other, and a bad model is refused.
+    pub fn adoption_candidate<'a, P: PartialEq>(
+        &self,
+        known: &'a [Known<P>],
+        own: Option<&ManifestId>,
+        avoid: &[P],
+        now: Duration,
+        rng: &mut impl Rng,
+    ) -> Option<&'a Known<P>> {
+        let eligible: Vec<&Known<P>> = known
+            .iter()
+            .filter(|k| now.saturating_sub(k.seen_at) <= self.freshness)
+            .filter(|k| Some(&k.manifest) != own)
+            .filter(|k| !avoid.contains(&k.peer))
+            .collect();
+        if eligible.is_empty() {
+            return None;
+        }
+        Some(eligible[rng.random_range(0..eligible.len())])
+    }
+
     /// Merge weights: this node's first, then one per partner, summing to 1. With
-    /// [`Weighting::Samples`] a model that has seen no samples still gets a small share
-    /// (as if it had seen one), so a fresh node is never weighed at zero. With
+    /// [`Weighting::Samples`] a partner's claim is capped at `own_samples`, and a model that
+    /// has seen no samples still gets a small share (as if it had seen one), so a fresh node
+    /// is never weighed at zero. With
     /// [`Staleness::PreferFresh`] each partner's share is divided by `1 + lag_rounds`.
     pub fn weights(&self, own_samples: u64, partners: &[PartnerModel]) -> Vec<f32> {
         let own = PartnerModel {
@@ -126,7 +170,7 @@ impl Policy {
             .map(|m| {
                 let base = match self.weighting {
                     Weighting::Uniform => 1.0,
-                    Weighting::Samples => m.samples.max(1) as f64,
+                    Weighting::Samples => m.samples.min(own_samples.max(1)).max(1) as f64,
                 };
                 match self.staleness {
                     Staleness::Ignore => base,
@@ -200,8 +244,14 @@ mod tests {
         let own = ks[3].manifest;
         let mut rng = ChaCha8Rng::seed_from_u64(1);
         for _ in 0..50 {
-            let chosen =
-                policy(5).choose(&ks, Some(&own), &[3], Duration::from_secs(now), &mut rng);
+            let chosen = policy(5).choose(
+                &ks,
+                Some(&own),
+                &[3],
+                Duration::from_secs(now),
+                Duration::ZERO,
+                &mut rng,
+            );
             let peers: Vec<u32> = chosen.iter().map(|k| k.peer).collect();
             assert_eq!(peers, vec![1], "stale 2, own model 4, avoided 3");
         }
@@ -214,7 +264,14 @@ mod tests {
         let mut counts = [0u32; 10];
         let mut rng = ChaCha8Rng::seed_from_u64(7);
         for _ in 0..10_000 {
-            for k in policy(2).choose(&ks, None, &[], Duration::from_secs(now), &mut rng) {
+            for k in policy(2).choose(
+                &ks,
+                None,
+                &[],
+                Duration::from_secs(now),
+                Duration::ZERO,
+                &mut rng,
+            ) {
                 counts[k.peer as usize] += 1;
             }
         }
@@ -226,7 +283,14 @@ mod tests {
         let pick = |seed| {
             let mut rng = ChaCha8Rng::seed_from_u64(seed);
             policy(3)
-                .choose(&ks, None, &[], Duration::from_secs(now), &mut rng)
+                .choose(
+                    &ks,
+                    None,
+                    &[],
+                    Duration::from_secs(now),
+                    Duration::ZERO,
+                    &mut rng,
+                )
                 .iter()
                 .map(|k| k.peer)
                 .collect::<Vec<_>>()
@@ -236,10 +300,13 @@ mod tests {
     }
 
     #[test]
-    fn weights_sum_to_one_and_follow_samples() {
-        let w = policy(2).weights(100, &partners(&[300, 600]));
+    fn weights_sum_to_one_and_follow_samples_capped_at_ours() {
+        let w = policy(2).weights(600, &partners(&[300, 600]));
         assert!((w.iter().sum::<f32>() - 1.0).abs() < 1e-6);
-        assert!((w[0] - 0.1).abs() < 1e-6 && (w[2] - 0.6).abs() < 1e-6);
+        assert!((w[0] - 0.4).abs() < 1e-6 && (w[1] - 0.2).abs() < 1e-6);
+        // A claim of u64::MAX counts as much as ours, no more: the merge stays a merge.
+        let inflated = policy(1).weights(100, &partners(&[u64::MAX]));
+        assert_eq!(inflated, vec![0.5, 0.5]);
         let u = Policy {
             weighting: Weighting::Uniform,
             ..policy(2)
@@ -290,10 +357,84 @@ mod tests {
         };
         let mut rng = ChaCha8Rng::seed_from_u64(3);
         for _ in 0..20 {
-            let chosen = p.choose(&ks, None, &[5], Duration::from_secs(now), &mut rng);
+            let chosen = p.choose(
+                &ks,
+                None,
+                &[5],
+                Duration::from_secs(now),
+                Duration::ZERO,
+                &mut rng,
+            );
             let peers: Vec<u32> = chosen.iter().map(|k| k.peer).collect();
             assert_eq!(peers, vec![1, 3]);
         }
+    }
+
+    /// Ages 0.1 s (a peer announcing ten times a second), 0.4, 0.7, 0.9 and 5 s, with a
+    /// 1 s round: the four heard within the round are drawn alike, the 5 s one never.
+    #[test]
+    fn prefer_fresh_draws_alike_among_peers_heard_within_a_round() {
+        let now = Duration::from_secs(100);
+        let ks: Vec<_> = [100u64, 400, 700, 900, 5_000]
+            .iter()
+            .enumerate()
+            .map(|(i, &ms)| Known {
+                seen_at: now - Duration::from_millis(ms),
+                ..known(i as u32, 0, 100)
+            })
+            .collect();
+        let p = Policy {
+            staleness: Staleness::PreferFresh,
+            ..policy(2)
+        };
+        let mut counts = [0u32; 5];
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        for _ in 0..4_000 {
+            for k in p.choose(&ks, None, &[], now, Duration::from_secs(1), &mut rng) {
+                counts[k.peer as usize] += 1;
+            }
+        }
+        // 8,000 picks over four peers: 2,000 each, give or take a few percent.
+        assert_eq!(counts[4], 0, "{counts:?}");
+        assert!(
+            counts[..4].iter().all(|&c| (1_800..2_200).contains(&c)),
+            "{counts:?}"
+        );
+    }
+
+    /// The candidate is drawn at random among fresh, non-avoided models: a peer claiming the
+    /// highest version is picked about as often as any other.
+    #[test]
+    fn adoption_does_not_follow_the_highest_claimed_version() {
+        let now = 100;
+        let mut ks: Vec<_> = (0..4).map(|p| known(p, 1, now)).collect();
+        ks[3].version = u64::MAX;
+        let own = ks[0].manifest;
+        let mut counts = [0u32; 4];
+        let mut rng = ChaCha8Rng::seed_from_u64(9);
+        for _ in 0..3_000 {
+            let k = policy(1)
+                .adoption_candidate(&ks, Some(&own), &[2], Duration::from_secs(now), &mut rng)
+                .unwrap();
+            counts[k.peer as usize] += 1;
+        }
+        assert_eq!(
+            counts[0] + counts[2],
+            0,
+            "own model, avoided peer: {counts:?}"
+        );
+        assert!((1_350..1_650).contains(&counts[3]), "{counts:?}");
+        assert!(
+            policy(1)
+                .adoption_candidate(
+                    &ks[..1],
+                    Some(&own),
+                    &[],
+                    Duration::from_secs(now),
+                    &mut rng
+                )
+                .is_none()
+        );
     }
 
     #[test]

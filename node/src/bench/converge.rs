@@ -331,6 +331,8 @@ fn centralized_run(
             lr,
             ..cfg.optimizer.clone()
         },
+        // One machine with all the data checks nobody's models: it trains on every example.
+        holdout: 0,
         ..cfg.clone()
     };
     let mut trainer = Trainer::new(
@@ -406,6 +408,7 @@ fn testnet_args(args: &ConvergeArgs, dir: PathBuf) -> TestnetArgs {
         until_samples: None,
         dir: Some(dir),
         json: false,
+        hostile: None,
         tuning: args.tuning.clone(),
     }
 }

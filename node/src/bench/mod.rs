@@ -4,6 +4,7 @@
 
 pub mod chunking;
 pub mod converge;
+pub mod hostile;
 pub mod transfer;
 
 use indicatif::{ProgressBar, ProgressStyle};

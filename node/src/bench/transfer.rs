@@ -86,7 +86,10 @@ fn net_config() -> NetworkConfig {
         kademlia: false,
         max_connections: 16,
         idle_timeout: Duration::from_secs(60),
+        // Generous: this measures throughput on loopback, with a 300 s fetch deadline.
+        request_timeout: Duration::from_secs(30),
         corrupt_served_chunks: false,
+        never_answer: false,
     }
 }
 
@@ -138,6 +141,7 @@ async fn murmur_round(snapshot: &Snapshot, inflight: usize) -> anyhow::Result<Du
         &[server.peer_id()],
         &ErrorBudgets::new(3),
         limits,
+        &snapshot.manifest.validate()?,
     )
     .await?;
     let elapsed = t.elapsed();

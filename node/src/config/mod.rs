@@ -236,6 +236,10 @@ pub struct TrainingConfig {
     pub balance_classes: bool,
     /// Examples per minibatch, >= 1. Omitted: 50.
     pub batch_size: usize,
+    /// Examples of this peer's shard held back from training, on which partner models are
+    /// checked before they are merged or adopted (at most a fifth of the shard); 0 = no check.
+    /// Omitted: 200.
+    pub holdout_samples: usize,
     /// Seeds the initial weights (so it must be the same on every peer of a network), the
     /// partition and the batch order. Omitted: 1.
     pub seed: u64,
@@ -264,6 +268,7 @@ impl Default for TrainingConfig {
             lr_decay_samples: 0,
             balance_classes: true,
             batch_size: 50,
+            holdout_samples: 200,
             seed: 1,
             threads: 1,
         }
@@ -286,6 +291,7 @@ impl TrainingConfig {
             seed: self.seed,
             conv: ConvImpl::default(),
             balance_classes: self.balance_classes,
+            holdout: self.holdout_samples,
         }
     }
 
@@ -296,6 +302,7 @@ impl TrainingConfig {
 }
 
 pub use crate::averaging::policy::{Staleness, Weighting};
+pub use crate::averaging::robust::Aggregation;
 pub use crate::train::optim::MomentumMode;
 
 /// `[averaging]`: rounds of local training, and averaging with a few peers after each.
@@ -314,15 +321,31 @@ pub struct AveragingConfig {
     /// announce the trained model and merge whenever the partners' models arrive. Finite,
     /// 0 to 60. Omitted: 1.
     pub merge_wait_secs: f64,
-    /// How averaged models are weighed: `samples` (by training samples) or `uniform`.
-    /// Omitted: `samples`.
+    /// How averaged models are weighed: `samples` (by training samples, a partner's claim
+    /// capped at this peer's own) or `uniform`. Omitted: `uniform`.
     #[serde(with = "text")]
     pub weighting: Weighting,
     /// How partners' model age counts: `ignore` (drawn at random, weighed alike) or
-    /// `prefer-fresh` (the most recently announced are chosen, each weighed down by
-    /// `1 + lag` in this peer's rounds). Omitted: `prefer-fresh`.
+    /// `prefer-fresh` (drawn among those heard within this peer's last round, each weighed
+    /// down by `1 + lag` in this peer's rounds). Omitted: `prefer-fresh`.
     #[serde(with = "text")]
     pub staleness: Staleness,
+    /// How a merge combines the models that passed the acceptance check: `mean`, `clip`,
+    /// `median` or `trimmed-mean`. Omitted: `clip`.
+    #[serde(with = "text")]
+    pub aggregation: Aggregation,
+    /// With `clip`: a partner's difference from this peer's model is cut to this many times
+    /// the distance scale (see `max_distance`), > 0. Omitted: 2.
+    pub clip_factor: f64,
+    /// A partner model farther from this peer's than this many times the distance scale
+    /// (the lower median of recent partners' distances and this peer's own progress per
+    /// round) is refused and its peer charged; >= 0, 0 = no distance check. Omitted: 6.
+    pub max_distance: f64,
+    /// A partner model whose loss on the held-back data exceeds this many times the
+    /// reference loss (the larger of this peer's and the lower median of recent partners'),
+    /// plus 0.5, is refused and its peer charged; >= 0, 0 = only non-finite losses are
+    /// refused. Omitted: 2.
+    pub accept_loss_ratio: f64,
     /// Outer learning rate applied to each merge's displacement, > 0 (1 with
     /// `outer_momentum` 0 = the plain merge). Omitted: 1.
     pub outer_lr: f64,
@@ -337,8 +360,11 @@ pub struct AveragingConfig {
     /// Bad answers (wrong hash, malformed, timed out) tolerated from a peer before it is
     /// avoided. Omitted: 5.
     pub error_budget: u32,
-    /// Seconds to wait for one chunk or manifest request, >= 1. Omitted: 10.
+    /// Seconds one model's whole fetch (manifest and chunks) may take, >= 1. Omitted: 10.
     pub fetch_timeout_secs: u64,
+    /// Seconds to wait for the answer to one manifest or chunk request before the peer is
+    /// charged and another asked, >= 1 and below `fetch_timeout_secs`. Omitted: 3.
+    pub request_timeout_secs: u64,
 }
 
 impl Default for AveragingConfig {
@@ -348,8 +374,12 @@ impl Default for AveragingConfig {
             round_secs: 0.0,
             fanout: 2,
             merge_wait_secs: 1.0,
-            weighting: Weighting::Samples,
+            weighting: Weighting::Uniform,
             staleness: Staleness::PreferFresh,
+            aggregation: Aggregation::Clip,
+            clip_factor: 2.0,
+            max_distance: 6.0,
+            accept_loss_ratio: 2.0,
             outer_lr: 1.0,
             outer_momentum: 0.0,
             freshness_secs: 30,
@@ -357,6 +387,7 @@ impl Default for AveragingConfig {
             max_inflight_per_peer: 8,
             error_budget: 5,
             fetch_timeout_secs: 10,
+            request_timeout_secs: 3,
         }
     }
 }
@@ -384,6 +415,11 @@ impl AveragingConfig {
     /// [`Self::fetch_timeout_secs`] as a duration.
     pub fn fetch_timeout(&self) -> Duration {
         Duration::from_secs(self.fetch_timeout_secs)
+    }
+
+    /// [`Self::request_timeout_secs`] as a duration.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_timeout_secs)
     }
 }
 
@@ -693,7 +729,39 @@ impl AveragingConfig {
                 ),
             ));
         }
-        at_least("averaging.fetch_timeout_secs", self.fetch_timeout_secs, 1)
+        positive("averaging.clip_factor", self.clip_factor)?;
+        if !(self.max_distance.is_finite() && self.max_distance >= 0.0) {
+            return Err(ConfigError::invalid(
+                "averaging.max_distance",
+                self.max_distance,
+                "must be a finite number, at least 0 (0 = no distance check)",
+            ));
+        }
+        if !(self.accept_loss_ratio.is_finite() && self.accept_loss_ratio >= 0.0) {
+            return Err(ConfigError::invalid(
+                "averaging.accept_loss_ratio",
+                self.accept_loss_ratio,
+                "must be a finite number, at least 0 (0 = reject only non-finite losses)",
+            ));
+        }
+        at_least("averaging.fetch_timeout_secs", self.fetch_timeout_secs, 1)?;
+        at_least(
+            "averaging.request_timeout_secs",
+            self.request_timeout_secs,
+            1,
+        )?;
+        if self.request_timeout_secs >= self.fetch_timeout_secs {
+            return Err(ConfigError::invalid(
+                "averaging.request_timeout_secs",
+                self.request_timeout_secs,
+                format!(
+                    "must be below averaging.fetch_timeout_secs ({}): a silent peer must time out, \
+                     and be charged, while the fetch can still ask another",
+                    self.fetch_timeout_secs
+                ),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -863,7 +931,8 @@ mod text {
         crate::train::optim::OptimizerKind,
         crate::train::optim::MomentumMode,
         super::Weighting,
-        super::Staleness
+        super::Staleness,
+        super::Aggregation
     );
 
     impl ConfigText for libp2p::Multiaddr {
@@ -1015,6 +1084,7 @@ mod tests {
         let cfg = parse(
             "[training]\noptimizer = \"adamw\"\nlr = 1\nbatch_size = 8\nseed = 9\n\
              [averaging]\nround_secs = 1.5\nfreshness_secs = 7\nfetch_timeout_secs = 3\n\
+             request_timeout_secs = 2\n\
              [network]\nidle_timeout_secs = 5\n",
         )
         .unwrap();
@@ -1029,6 +1099,7 @@ mod tests {
         );
         assert_eq!(cfg.averaging.freshness(), Duration::from_secs(7));
         assert_eq!(cfg.averaging.fetch_timeout(), Duration::from_secs(3));
+        assert_eq!(cfg.averaging.request_timeout(), Duration::from_secs(2));
         assert_eq!(cfg.network.idle_timeout(), Duration::from_secs(5));
         assert_eq!(NodeConfig::default().averaging.round_time_limit(), None);
         assert_eq!(NodeConfig::default().training.data_dir(), None);
@@ -1036,14 +1107,15 @@ mod tests {
 
     #[test]
     fn config_defaults_match_murmur_train() {
-        // Except for the logit adjustment: peers' shards are often skewed, one machine's
-        // whole dataset is not.
+        // Except for the logit adjustment (peers' shards are often skewed, one machine's
+        // whole dataset is not) and the held-back examples (one machine checks no partner).
         let ours = NodeConfig::default().training.train_config();
         assert!(ours.balance_classes);
         assert_eq!(
             ours,
             TrainConfig {
                 balance_classes: true,
+                holdout: 200,
                 ..TrainConfig::default()
             }
         );
@@ -1142,6 +1214,36 @@ mod tests {
                 "[averaging]\nmerge_wait_secs = -1.0",
                 "averaging.merge_wait_secs",
                 "from 0 to 60",
+            ),
+            (
+                "[averaging]\naggregation = 'krum'",
+                "averaging.aggregation",
+                "mean, clip, median or trimmed-mean",
+            ),
+            (
+                "[averaging]\nclip_factor = 0.0",
+                "averaging.clip_factor",
+                "greater than 0",
+            ),
+            (
+                "[averaging]\nmax_distance = -1.0",
+                "averaging.max_distance",
+                "at least 0",
+            ),
+            (
+                "[averaging]\naccept_loss_ratio = -1.0",
+                "averaging.accept_loss_ratio",
+                "at least 0",
+            ),
+            (
+                "[averaging]\nrequest_timeout_secs = 0",
+                "averaging.request_timeout_secs",
+                "at least 1",
+            ),
+            (
+                "[averaging]\nfetch_timeout_secs = 5\nrequest_timeout_secs = 5",
+                "averaging.request_timeout_secs",
+                "below averaging.fetch_timeout_secs (5)",
             ),
             (
                 "[averaging]\nouter_lr = 0.0",

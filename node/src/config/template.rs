@@ -74,6 +74,9 @@ lr_decay_samples = {lr_decay_samples}
 balance_classes = {balance_classes}
 # Examples per minibatch.
 batch_size = {batch_size}
+# Examples of this peer's shard held back from training, on which partner models are checked
+# before they are merged or adopted (at most a fifth of the shard); 0 = no check.
+holdout_samples = {holdout_samples}
 # Seeds the initial weights (the same on all peers of a network), the partition, batch order.
 seed = {seed}
 # Compute threads (0 = one per core); keep 1 when several peers share a machine.
@@ -89,11 +92,22 @@ fanout = {fanout}
 # Seconds a round may wait, idle, while its merge is fetched, so that it ends on (announces,
 # checkpoints, evaluates) the merged model; 0 = announce the trained model, merge later.
 merge_wait_secs = {merge_wait_secs}
-# How averaged models are weighed: samples (by training samples) | uniform.
+# How averaged models are weighed: uniform | samples (by training samples, a partner's claim
+# capped at this peer's own).
 weighting = {weighting}
-# Partners' model age: ignore (drawn at random) | prefer-fresh (the most recently announced,
-# each weighed down by 1 + its lag in this peer's rounds).
+# Partners' model age: ignore (drawn at random) | prefer-fresh (drawn among those heard in
+# this peer's last round, each weighed down by 1 + its lag in this peer's rounds).
 staleness = {staleness}
+# How a merge combines the partner models that passed the checks: clip (each partner's
+# difference cut to clip_factor x the usual distance) | mean | median | trimmed-mean.
+aggregation = {aggregation}
+clip_factor = {clip_factor}
+# Refuse (and charge) a partner model farther from ours than this many times the usual
+# distance (recent partners' and our own progress per round); 0 = no distance check.
+max_distance = {max_distance}
+# Refuse (and charge) a partner model whose loss on the held-back data is over this many
+# times the usual loss there (ours, or recent partners' if higher) + 0.5; 0 = finite only.
+accept_loss_ratio = {accept_loss_ratio}
 # Outer step on each merge: learning rate (> 0) and Nesterov momentum (0 <= m < 1); 1 and 0
 # = the plain merge.
 outer_lr = {outer_lr}
@@ -106,8 +120,10 @@ chunk_size = {chunk_size}
 max_inflight_per_peer = {max_inflight_per_peer}
 # Bad answers tolerated from a peer before it is avoided.
 error_budget = {error_budget}
-# Seconds to wait for one request's answer.
+# Seconds one model's whole fetch may take.
 fetch_timeout_secs = {fetch_timeout_secs}
+# Seconds to wait for one request's answer before charging the peer (below the above).
+request_timeout_secs = {request_timeout_secs}
 
 [store]
 # Most memory the chunk store holds, in MiB.
@@ -139,6 +155,7 @@ listen = {dashboard_listen}
         lr_decay_samples = train.lr_decay_samples,
         balance_classes = train.balance_classes,
         batch_size = train.batch_size,
+        holdout_samples = train.holdout_samples,
         seed = train.seed,
         threads = train.threads,
         round_steps = avg.round_steps,
@@ -147,6 +164,10 @@ listen = {dashboard_listen}
         merge_wait_secs = float(avg.merge_wait_secs),
         weighting = string(avg.weighting),
         staleness = string(avg.staleness),
+        aggregation = string(avg.aggregation),
+        clip_factor = float(avg.clip_factor),
+        max_distance = float(avg.max_distance),
+        accept_loss_ratio = float(avg.accept_loss_ratio),
         outer_lr = float(avg.outer_lr),
         outer_momentum = float(avg.outer_momentum),
         freshness_secs = avg.freshness_secs,
@@ -154,6 +175,7 @@ listen = {dashboard_listen}
         max_inflight_per_peer = avg.max_inflight_per_peer,
         error_budget = avg.error_budget,
         fetch_timeout_secs = avg.fetch_timeout_secs,
+        request_timeout_secs = avg.request_timeout_secs,
         memory_budget_mb = cfg.store.memory_budget_mb,
         dashboard_listen = string(cfg.dashboard.listen),
     )
@@ -246,7 +268,13 @@ mod tests {
         cfg.training.seed = u64::from(u32::MAX) + 1;
         cfg.training.threads = 0;
         cfg.averaging.round_secs = 2.5;
-        cfg.averaging.weighting = Weighting::Uniform;
+        cfg.averaging.weighting = Weighting::Samples;
+        cfg.averaging.aggregation = crate::config::Aggregation::TrimmedMean;
+        cfg.averaging.clip_factor = 3.5;
+        cfg.averaging.accept_loss_ratio = 0.0;
+        cfg.averaging.max_distance = 0.0;
+        cfg.averaging.request_timeout_secs = 2;
+        cfg.training.holdout_samples = 0;
         cfg.averaging.chunk_size = 64;
         cfg.dashboard.listen = "[::1]:0".parse().unwrap();
         let text = render(&cfg);
@@ -267,7 +295,7 @@ mod tests {
     #[test]
     fn config_every_template_key_is_in_the_docs() {
         let keys = template_keys();
-        assert_eq!(keys.len(), 39, "{keys:?}");
+        assert_eq!(keys.len(), 45, "{keys:?}");
         for key in keys {
             assert!(
                 DOCS.contains(&format!("| `{key}` |")),

@@ -1,21 +1,24 @@
-//! The libp2p behaviour of a murmur node: gossipsub for announcements, request-response for
-//! manifests and chunks, identify, ping, optional mDNS, Kademlia under the network's own
-//! protocol name, and connection limits. Built once by [`build`]; owned by the event loop.
+//! The libp2p behaviour of a murmur node: a block list, connection limits, gossipsub (with
+//! peer scoring) for announcements, request-response for manifests and chunks, identify,
+//! ping, optional mDNS, and Kademlia under the network's own protocol name. Built once by
+//! [`build`]; owned by the event loop.
 
 use super::NetworkConfig;
 use super::codec::{SyncCodec, Traffic};
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::{
-    StreamProtocol, connection_limits, gossipsub, identify, identity, kad, mdns, ping,
-    request_response,
+    StreamProtocol, allow_block_list, connection_limits, gossipsub, identify, identity, kad, mdns,
+    ping, request_response,
 };
 use murmur_protocol::limits::MAX_ANNOUNCE_BYTES;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Whole-exchange timeout of one sync request (request-response's own default is 10 s).
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+/// Gossipsub application score per charge (the fetcher's bad answers), at weight 1. With
+/// [`score_thresholds`]: 2 charges stop gossip (IHAVE/IWANT) with the peer, 3 stop
+/// publishing to it, 5 (the default error budget) graylist it: its messages are ignored.
+pub const PENALTY_PER_CHARGE: f64 = 10.0;
 
 /// Streams per connection, in and out together. request-response refuses outbound requests
 /// over this at once, so the fetcher keeps its per-peer in-flight limit well below it.
@@ -23,6 +26,8 @@ pub const MAX_STREAMS_PER_CONNECTION: usize = 100;
 
 #[derive(NetworkBehaviour)]
 pub struct Behaviour {
+    /// First, so that a blocked peer's connection is refused before anything else sees it.
+    pub blocked: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
     pub limits: connection_limits::Behaviour,
     pub gossipsub: gossipsub::Behaviour,
     pub sync: request_response::Behaviour<SyncCodec>,
@@ -41,6 +46,31 @@ pub fn announce_topic(network_id: &str) -> gossipsub::IdentTopic {
 pub fn sync_protocol(network_id: &str) -> Result<StreamProtocol, String> {
     StreamProtocol::try_from_owned(format!("/murmur/{network_id}/sync/1"))
         .map_err(|e| e.to_string())
+}
+
+/// Gossipsub's peer-score parameters: libp2p's defaults (behaviour penalties for broken
+/// gossip promises and early re-grafts), no per-topic scores, the application score (our
+/// charges, see [`PENALTY_PER_CHARGE`]) at weight 1, and no IP-colocation penalty.
+pub fn score_params() -> gossipsub::PeerScoreParams {
+    gossipsub::PeerScoreParams {
+        app_specific_weight: 1.0,
+        // Off: every peer of a local test shares 127.0.0.1, and the peers of a Docker testnet
+        // share one subnet; the default would punish honest peers for that alone.
+        ip_colocation_factor_weight: 0.0,
+        ..Default::default()
+    }
+}
+
+/// The score thresholds; see [`PENALTY_PER_CHARGE`] for what they mean in charges.
+/// Gossipsub acts on a score strictly below a threshold, so each threshold sits half a
+/// charge short of the charge count meant to cross it.
+pub fn score_thresholds() -> gossipsub::PeerScoreThresholds {
+    gossipsub::PeerScoreThresholds {
+        gossip_threshold: -1.5 * PENALTY_PER_CHARGE,
+        publish_threshold: -2.5 * PENALTY_PER_CHARGE,
+        graylist_threshold: -4.5 * PENALTY_PER_CHARGE,
+        ..Default::default()
+    }
 }
 
 /// Builds the behaviour for `key` on the network of `cfg`.
@@ -67,6 +97,9 @@ pub fn build(
         gossip_config,
     )?;
     gossipsub
+        .with_peer_score(score_params(), score_thresholds())
+        .map_err(|e| format!("gossipsub peer score: {e}"))?;
+    gossipsub
         .subscribe(&announce_topic(&cfg.network_id))
         .map_err(|e| format!("subscribe: {e}"))?;
 
@@ -77,7 +110,7 @@ pub fn build(
             request_response::ProtocolSupport::Full,
         )],
         request_response::Config::default()
-            .with_request_timeout(REQUEST_TIMEOUT)
+            .with_request_timeout(cfg.request_timeout)
             .with_max_concurrent_streams(MAX_STREAMS_PER_CONNECTION),
     );
     let identify = identify::Behaviour::new(identify::Config::new(
@@ -111,6 +144,7 @@ pub fn build(
             .with_max_established(Some(cfg.max_connections)),
     );
     Ok(Behaviour {
+        blocked: allow_block_list::Behaviour::default(),
         limits,
         gossipsub,
         sync,
@@ -125,4 +159,28 @@ pub fn build(
         mdns: mdns.into(),
         kad: kad.into(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The score of a peer with `charges` and nothing else against it.
+    fn score(charges: u32) -> f64 {
+        -f64::from(charges) * PENALTY_PER_CHARGE * score_params().app_specific_weight
+    }
+
+    #[test]
+    fn scoring_is_valid_and_graylists_a_spent_budget_only() {
+        score_params().validate().unwrap();
+        score_thresholds().validate().unwrap();
+        assert_eq!(score_params().ip_colocation_factor_weight, 0.0);
+        let t = score_thresholds();
+        assert!(score(0) >= t.gossip_threshold);
+        assert!(score(1) >= t.gossip_threshold);
+        assert!(score(2) < t.gossip_threshold && score(2) >= t.publish_threshold);
+        assert!(score(3) < t.publish_threshold);
+        assert!(score(4) >= t.graylist_threshold);
+        assert!(score(5) < t.graylist_threshold);
+    }
 }

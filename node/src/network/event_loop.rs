@@ -1,6 +1,7 @@
-//! The task that owns the `Swarm`. It `select!`s over swarm events, client commands and a
-//! Kademlia random-walk timer; answers sync requests from the chunk store at once; validates
-//! gossip; and settles every pending request on success, failure or shutdown.
+//! The task that owns the `Swarm`. It `select!`s over swarm events, client commands and its
+//! timers (Kademlia random walk, bootstrap redial, block expiry); answers sync requests from
+//! the chunk store at once; validates gossip; blocks and penalizes peers as told; and settles
+//! every pending request on success, failure, timeout or shutdown.
 
 use super::behaviour::{self, Behaviour, BehaviourEvent};
 use super::{Command, Event, NetStatus, NetworkConfig, RequestError, Traffic};
@@ -8,16 +9,17 @@ use crate::store::ChunkStore;
 use futures::StreamExt;
 use libp2p::gossipsub::{self, MessageAcceptance};
 use libp2p::multiaddr::Protocol;
-use libp2p::request_response::{self, OutboundRequestId};
+use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId, Swarm, identify, identity, mdns, noise, ping, tcp, yamux};
 use murmur_protocol::codec::{decode_announce, encode_announce};
 use murmur_protocol::limits::MAX_CHUNK_RESPONSE_DATA;
 use murmur_protocol::{ChunkReply, Request, Response};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 
 /// How often Kademlia walks to a random key to find more peers.
 const RANDOM_WALK_EVERY: Duration = Duration::from_secs(30);
@@ -25,6 +27,19 @@ const RANDOM_WALK_EVERY: Duration = Duration::from_secs(30);
 /// How often bootstrap peers this node is not connected to are dialled again (after they
 /// restarted, a link was cut or a partition healed).
 const REDIAL_EVERY: Duration = Duration::from_secs(10);
+
+/// How often expired blocks are lifted.
+const UNBLOCK_EVERY: Duration = Duration::from_secs(1);
+
+/// Longest block; a longer one is cut to this (a week: a restart forgets blocks anyway).
+const MAX_BLOCK: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Most peers blocked at once; blocking one more first lifts the block that ends soonest.
+const MAX_BLOCKED: usize = 1024;
+
+/// Most unanswered inbound requests held open under `never_answer`; the oldest is dropped
+/// (its stream closes) to make room.
+const MAX_UNANSWERED: usize = 1024;
 
 /// The swarm's owner. Spawn [`EventLoop::run`].
 pub struct EventLoop {
@@ -37,6 +52,10 @@ pub struct EventLoop {
     topic: gossipsub::IdentTopic,
     /// The peer found at each bootstrap address given without `/p2p/<id>`.
     bootstrap_peers: HashMap<Multiaddr, PeerId>,
+    /// Blocked peers and when each block ends (at most [`MAX_BLOCKED`]).
+    blocked: HashMap<PeerId, Instant>,
+    /// Inbound requests held open unanswered (`never_answer` only).
+    unanswered: VecDeque<ResponseChannel<Response>>,
 }
 
 impl std::fmt::Debug for EventLoop {
@@ -86,6 +105,8 @@ impl EventLoop {
             pending: HashMap::new(),
             topic,
             bootstrap_peers: HashMap::new(),
+            blocked: HashMap::new(),
+            unanswered: VecDeque::new(),
         })
     }
 
@@ -95,6 +116,8 @@ impl EventLoop {
         let mut walk = tokio::time::interval(RANDOM_WALK_EVERY);
         let mut redial = tokio::time::interval(REDIAL_EVERY);
         redial.tick().await;
+        let mut unblock = tokio::time::interval(UNBLOCK_EVERY);
+        unblock.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 event = self.swarm.select_next_some() => self.handle_event(event),
@@ -103,6 +126,7 @@ impl EventLoop {
                     None => break,
                 },
                 _ = redial.tick() => self.redial(),
+                _ = unblock.tick() => self.unblock_expired(Instant::now()),
                 _ = walk.tick() => {
                     if let Some(kad) = self.swarm.behaviour_mut().kad.as_mut() {
                         kad.get_closest_peers(PeerId::random());
@@ -146,13 +170,60 @@ impl EventLoop {
                 Some(Protocol::P2p(peer)) => Some(peer),
                 _ => self.bootstrap_peers.get(&addr).copied(),
             };
-            if peer.is_some_and(|p| self.swarm.is_connected(&p)) {
+            if peer.is_some_and(|p| self.swarm.is_connected(&p) || self.blocked.contains_key(&p)) {
                 continue;
             }
             tracing::debug!(%addr, "dialling bootstrap peer again");
             if let Err(e) = self.swarm.dial(addr.clone()) {
                 tracing::debug!(%addr, "cannot dial bootstrap peer: {e}");
             }
+        }
+    }
+
+    /// Blocks `peer` until `duration` from now (or later, if it already is); zero unblocks.
+    fn block(&mut self, peer: PeerId, duration: Duration) {
+        if peer == *self.swarm.local_peer_id() {
+            return;
+        }
+        if duration.is_zero() {
+            self.unblock(peer);
+            return;
+        }
+        let until = Instant::now() + duration.min(MAX_BLOCK);
+        if !self.blocked.contains_key(&peer)
+            && self.blocked.len() >= MAX_BLOCKED
+            && let Some(soonest) = self
+                .blocked
+                .iter()
+                .min_by_key(|(_, until)| **until)
+                .map(|(p, _)| *p)
+        {
+            self.unblock(soonest);
+        }
+        let entry = self.blocked.entry(peer).or_insert(until);
+        *entry = (*entry).max(until);
+        // Closes every connection to the peer and refuses new ones, both ways.
+        self.swarm.behaviour_mut().blocked.block_peer(peer);
+        tracing::info!(%peer, ?duration, "blocked");
+    }
+
+    fn unblock(&mut self, peer: PeerId) {
+        self.blocked.remove(&peer);
+        if self.swarm.behaviour_mut().blocked.unblock_peer(peer) {
+            tracing::info!(%peer, "unblocked");
+        }
+    }
+
+    /// Lifts every block that ended by `now`.
+    fn unblock_expired(&mut self, now: Instant) {
+        let expired: Vec<PeerId> = self
+            .blocked
+            .iter()
+            .filter(|(_, until)| **until <= now)
+            .map(|(p, _)| *p)
+            .collect();
+        for peer in expired {
+            self.unblock(peer);
         }
     }
 
@@ -300,6 +371,15 @@ impl EventLoop {
                 request_response::Message::Request {
                     request, channel, ..
                 } => {
+                    if self.cfg.never_answer {
+                        // Fault injection: hold the stream open, unanswered, until the
+                        // requester gives up (or the oldest is dropped to make room).
+                        if self.unanswered.len() >= MAX_UNANSWERED {
+                            self.unanswered.pop_front();
+                        }
+                        self.unanswered.push_back(channel);
+                        return;
+                    }
                     let response = self.serve(request);
                     if self
                         .swarm
@@ -327,9 +407,14 @@ impl EventLoop {
                 ..
             } => {
                 if let Some((_, reply)) = self.pending.remove(&request_id) {
-                    let _ = reply.send(Err(RequestError::Failed {
-                        peer,
-                        reason: error.to_string(),
+                    let _ = reply.send(Err(match error {
+                        request_response::OutboundFailure::Timeout => {
+                            RequestError::Timeout { peer }
+                        }
+                        error => RequestError::Failed {
+                            peer,
+                            reason: error.to_string(),
+                        },
                     }));
                 }
             }
@@ -370,11 +455,22 @@ impl EventLoop {
             Command::Disconnect { peer } => {
                 let _ = self.swarm.disconnect_peer_id(peer);
             }
+            Command::Block { peer, duration } => self.block(peer, duration),
+            Command::Penalize { peer, charges } => {
+                let score = -f64::from(charges) * behaviour::PENALTY_PER_CHARGE;
+                // False when gossipsub keeps no score for the peer: nothing to lower.
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .set_application_score(&peer, score);
+            }
             Command::Status { reply } => {
                 let _ = reply.send(NetStatus {
                     peer_id: Some(*self.swarm.local_peer_id()),
                     listen_addrs: self.swarm.listeners().cloned().collect(),
                     connected: self.swarm.connected_peers().copied().collect(),
+                    blocked: self.blocked.keys().copied().collect(),
                 });
             }
         }

@@ -6,12 +6,18 @@
 //! at once from the [`ChunkStore`] handle, and gossip announcements are validated in place
 //! (decoded within limits and sanity-checked, then accepted or rejected). It owns the swarm
 //! and nothing else; it does not train, merge or touch the model.
+//!
+//! It also carries out what the node decides about hostile peers: [`Client::block`] closes
+//! every connection to a peer and refuses new ones, both ways, until the block expires;
+//! [`Client::penalize`] lowers the peer's gossipsub score (enough charges graylist it). Every
+//! sync request is bounded by [`NetworkConfig::request_timeout`], so a peer that never answers
+//! costs a timeout and a charge, never more.
 
 mod behaviour;
 pub mod codec;
 mod event_loop;
 
-pub use behaviour::{REQUEST_TIMEOUT, announce_topic};
+pub use behaviour::{PENALTY_PER_CHARGE, announce_topic};
 pub use codec::Traffic;
 pub use event_loop::EventLoop;
 
@@ -43,9 +49,16 @@ pub struct NetworkConfig {
     pub kademlia: bool,
     pub max_connections: u32,
     pub idle_timeout: Duration,
+    /// Whole-exchange timeout of one sync request, ours and our peers' (request-response
+    /// counts the answer's transfer in it). Keep it below a fetch's deadline, so that a peer
+    /// that never answers is charged before the fetch gives up.
+    pub request_timeout: Duration,
     /// Fault injection, for tests and chaos runs only: flip one byte of every chunk this node
     /// serves, to play a broken or malicious peer.
     pub corrupt_served_chunks: bool,
+    /// Fault injection, for tests and chaos runs only: accept sync requests and never answer
+    /// them (the streams stay open until the requester's timeout), to play a silent peer.
+    pub never_answer: bool,
 }
 
 /// Something the network heard.
@@ -67,6 +80,8 @@ pub enum Event {
 pub enum RequestError {
     #[error("request to {peer} failed: {reason}")]
     Failed { peer: PeerId, reason: String },
+    #[error("request to {peer} got no answer within the request timeout")]
+    Timeout { peer: PeerId },
     #[error("the network event loop has stopped")]
     Stopped,
 }
@@ -77,6 +92,8 @@ pub struct NetStatus {
     pub peer_id: Option<PeerId>,
     pub listen_addrs: Vec<Multiaddr>,
     pub connected: Vec<PeerId>,
+    /// Peers blocked right now (see [`Client::block`]).
+    pub blocked: Vec<PeerId>,
 }
 
 #[derive(Debug)]
@@ -100,6 +117,16 @@ pub(crate) enum Command {
     /// Close every connection to a peer (a fresh one is made when needed).
     Disconnect {
         peer: PeerId,
+    },
+    /// Block a peer for a while (zero: unblock it now).
+    Block {
+        peer: PeerId,
+        duration: Duration,
+    },
+    /// Set a peer's application score from its charges.
+    Penalize {
+        peer: PeerId,
+        charges: u32,
     },
 }
 
@@ -155,7 +182,26 @@ impl Client {
         let _ = self.commands.send(Command::Disconnect { peer }).await;
     }
 
-    /// Listen addresses and connected peers.
+    /// Closes every connection to `peer` and refuses new ones, inbound and outbound, for
+    /// `duration`, at most a week (a peer already blocked stays blocked until the later of
+    /// both ends). A zero duration unblocks it at once. A bootstrap peer may be blocked too:
+    /// it is redialled once the block ends. Blocking this node itself is ignored.
+    pub async fn block(&self, peer: PeerId, duration: Duration) {
+        let _ = self.commands.send(Command::Block { peer, duration }).await;
+    }
+
+    /// Sets `peer`'s gossipsub application score to `-charges` times [`PENALTY_PER_CHARGE`]
+    /// (0 restores a neutral score). Enough charges take the peer below gossipsub's gossip,
+    /// publish and finally graylist thresholds. Ignored for a peer gossipsub has no score for
+    /// (never connected, or forgotten since).
+    pub async fn penalize(&self, peer: PeerId, charges: u32) {
+        let _ = self
+            .commands
+            .send(Command::Penalize { peer, charges })
+            .await;
+    }
+
+    /// Listen addresses, connected and blocked peers.
     pub async fn status(&self) -> NetStatus {
         self.call(|reply| Command::Status { reply })
             .await

@@ -11,14 +11,18 @@
 //! The node task owns the per-peer announcement table and the version counter; it never
 //! touches the swarm (only the network [`Client`]) nor the model (only the trainer's queue).
 
+mod averaging;
 mod events;
+mod hostile;
+mod peers;
 mod status;
 
 pub use events::{EVENT_BUFFER, NodeEvent};
+pub use hostile::Hostile;
 pub use status::{AveragingEvent, ModelFetch, NodeStatus, PeerView, RECENT_AVERAGINGS};
 
-use crate::averaging::fetch::{self, ErrorBudgets, FetchLimits};
-use crate::averaging::policy::{Known, PartnerModel, Policy};
+use crate::averaging::fetch::{ErrorBudgets, FetchLimits};
+use crate::averaging::policy::{Known, Policy};
 use crate::data::{self, DatasetName, Partition, ShardSpec};
 use crate::metrics::Counters;
 use crate::network::{self, Client, Event, NetworkConfig, Traffic};
@@ -28,10 +32,11 @@ use crate::train::{TrainConfig, Trainer};
 use anyhow::Context;
 use libp2p::PeerId;
 use murmur_protocol::projection::project;
-use murmur_protocol::{Announce, ManifestId, MetricsSummary, Snapshot};
+use murmur_protocol::{Announce, Layout, ManifestId, MetricsSummary, Snapshot};
+use peers::{Heed, PeerTable};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -54,6 +59,8 @@ pub struct NodeOptions {
     pub fetch: FetchLimits,
     pub error_budget: u32,
     pub store_budget_bytes: u64,
+    /// Play a hostile peer (tests and attack runs only).
+    pub hostile: Option<Hostile>,
 }
 
 /// A started node. Dropping it stops it (prefer [`RunningNode::shutdown`]).
@@ -192,7 +199,9 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<RunningNode> {
         counters,
         traffic,
         budgets,
-        known: HashMap::new(),
+        peers: PeerTable::default(),
+        penalized: HashMap::new(),
+        layout: None,
         version,
         own: None,
         started: Instant::now(),
@@ -202,7 +211,6 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<RunningNode> {
         last_announce: None,
         round_time: None,
         last_checkpoint: None,
-        merged: HashMap::new(),
         unsaved: None,
         averaged,
         averagings: VecDeque::new(),
@@ -224,15 +232,6 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<RunningNode> {
     })
 }
 
-/// The latest announcement of one peer.
-#[derive(Debug, Clone)]
-struct Heard {
-    announce: Announce,
-    at: Instant,
-    /// Time between its previous announcement and this one (its round cadence).
-    interval: Option<Duration>,
-}
-
 /// This node's current model, as announced.
 #[derive(Debug, Clone)]
 struct Own {
@@ -252,7 +251,13 @@ struct NodeTask {
     counters: Arc<Counters>,
     traffic: Arc<Traffic>,
     budgets: ErrorBudgets,
-    known: HashMap<PeerId, Heard>,
+    /// Peers heard from, models taken from them, blocked peers.
+    peers: PeerTable,
+    /// The charges last turned into each peer's gossip score.
+    penalized: HashMap<PeerId, u32>,
+    /// This node's model layout (known after its first round): a partner model of another
+    /// is refused before any chunk of it is fetched.
+    layout: Option<Layout>,
     version: u64,
     own: Option<Own>,
     started: Instant,
@@ -266,8 +271,6 @@ struct NodeTask {
     /// partner model's lag.
     round_time: Option<Duration>,
     last_checkpoint: Option<Instant>,
-    /// The last model taken from each peer: the same model is not merged twice.
-    merged: HashMap<PeerId, ManifestId>,
     /// The latest announced model if it has not been checkpointed yet (written at shutdown).
     unsaved: Option<(Snapshot, u64, u64)>,
     /// Where averaging tasks report what they did.
@@ -303,6 +306,22 @@ const GOSSIP_SILENCE: Duration = Duration::from_secs(15);
 /// Least time between two checkpoints (each is written and fsynced in full).
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(2);
 
+/// How long a peer whose charges reached the error budget stays blocked (disconnected, its
+/// connections refused, its announcements ignored). Afterwards half its charges are forgiven.
+pub const BLOCK_FOR: Duration = Duration::from_secs(120);
+
+/// Charges for a model that failed a check (a bad chunk costs one). Fetching it forgave its
+/// peer up to two (a good manifest answer, and its chunks once the fetch completed), so a
+/// refusal must cost more than that: each refused model moves its peer at least two charges
+/// closer to a block, each accepted one forgives one more.
+const REJECTED_MODEL_CHARGES: u32 = 4;
+
+/// Announcements older than this many freshness windows are forgotten.
+const FORGET_AFTER_FRESHNESS: u32 = 4;
+
+/// How long an averaging waits for the training thread's verdicts on the models it offered.
+const VERDICT_WAIT: Duration = Duration::from_secs(30);
+
 impl NodeTask {
     async fn run(
         mut self,
@@ -324,7 +343,11 @@ impl NodeTask {
                         self.averagings.pop_front();
                     }
                     let _ = self.events.send(NodeEvent::Averaging(done.clone()));
-                    if done.kind == "adopt" {
+                    if done.kind == "adopt" && done.outcome != "failed" && done.outcome != "rejected" {
+                        // Adopted outright, or merged with: either way it has joined.
+                        self.adopted = true;
+                    }
+                    if done.outcome == "adopted" {
                         self.adoption = Some(done.clone());
                     }
                     self.averagings.push_back(done);
@@ -363,6 +386,7 @@ impl NodeTask {
                     }
                     let net = self.client.status().await;
                     self.drop_silent(&net).await;
+                    self.enforce_budgets().await;
                     self.publish_status(&net);
                 }
             }
@@ -386,27 +410,38 @@ impl NodeTask {
                 if from == self.peer_id {
                     return;
                 }
-                self.store.touch(&announce.manifest);
+                // A peer is heard at most once per half of this node's round: announcing in
+                // bursts does not make it look fresher than the others.
+                let min_interval =
+                    MIN_ANNOUNCE_INTERVAL.max(self.round_time.unwrap_or_default() / 2);
+                let (manifest, version, samples, metrics) = (
+                    announce.manifest,
+                    announce.version,
+                    announce.samples,
+                    announce.metrics,
+                );
+                match self
+                    .peers
+                    .hear(from, *announce, Instant::now(), min_interval)
+                {
+                    Heed::Recorded => {}
+                    Heed::Throttled => {
+                        Counters::inc(&self.counters.announces_throttled);
+                        return;
+                    }
+                    Heed::Blocked => return,
+                }
+                self.store.touch(&manifest);
                 let _ = self.events.send(NodeEvent::Announce {
                     at_secs: self.started.elapsed().as_secs_f64(),
                     peer_id: from.to_string(),
                     own: false,
-                    version: announce.version,
-                    manifest: announce.manifest.to_hex(),
-                    samples: announce.samples,
-                    accuracy: announce.metrics.accuracy,
-                    loss: announce.metrics.loss,
+                    version,
+                    manifest: manifest.to_hex(),
+                    samples,
+                    accuracy: metrics.accuracy,
+                    loss: metrics.loss,
                 });
-                let now = Instant::now();
-                let interval = self.known.get(&from).map(|h| now - h.at);
-                self.known.insert(
-                    from,
-                    Heard {
-                        announce: *announce,
-                        at: now,
-                        interval,
-                    },
-                );
             }
             Event::Rejected { from, reason } => {
                 Counters::inc(&self.counters.announces_rejected);
@@ -431,6 +466,16 @@ impl NodeTask {
         {
             return Ok(());
         }
+        if !round.params.all_finite() || !round.eval.loss.is_finite() {
+            // The training thread rolls such a model back before publishing it; never
+            // announce or checkpoint one regardless.
+            tracing::error!(
+                round = round.round,
+                "round with a non-finite model not announced"
+            );
+            return Ok(());
+        }
+        self.layout = Some(round.params.layout().clone());
         if let Some(last) = self.last_announce {
             let t = last.elapsed();
             self.round_time = Some(self.round_time.map_or(t, |avg| (avg * 3 + t) / 4));
@@ -446,7 +491,12 @@ impl NodeTask {
             Snapshot::from_params(params, chunk_size).map(|s| (s, projection))
         })
         .await??;
-        let stats = self.store.insert_own(&snapshot);
+        // A hostile node announces and serves a poisoned model; it checkpoints its own.
+        let announced = match self.opts.hostile {
+            Some(h) => h.snapshot(&round.params, chunk_size, &mut self.rng)?,
+            None => snapshot.clone(),
+        };
+        let stats = self.store.insert_own(&announced);
         tracing::debug!(
             version = self.version,
             new = stats.new_chunks,
@@ -466,7 +516,7 @@ impl NodeTask {
         }
 
         self.own = Some(Own {
-            manifest: snapshot.id,
+            manifest: announced.id,
             samples: round.samples,
             accuracy: round.eval.accuracy,
             loss: round.eval.loss,
@@ -475,10 +525,14 @@ impl NodeTask {
         });
         let counters = self.counters.snapshot(&self.traffic);
         let net = self.client.status().await;
+        let (version, samples) = match self.opts.hostile {
+            Some(h) => h.claims(self.version, round.samples),
+            None => (self.version, round.samples),
+        };
         let announce = Announce {
-            manifest: snapshot.id,
-            version: self.version,
-            samples: round.samples,
+            manifest: announced.id,
+            version,
+            samples,
             metrics: MetricsSummary {
                 accuracy: round.eval.accuracy.clamp(0.0, 1.0),
                 loss: if round.eval.loss.is_finite() {
@@ -503,11 +557,14 @@ impl NodeTask {
             peer_id: self.peer_id.to_string(),
             own: true,
             version: self.version,
-            manifest: snapshot.id.to_hex(),
+            manifest: announced.id.to_hex(),
             samples: round.samples,
             accuracy: announce.metrics.accuracy,
             loss: announce.metrics.loss,
         });
+        if self.opts.hostile.is_some() {
+            spawn_burst(self.client.clone(), announce.clone());
+        }
         if let Err(e) = self.client.publish(announce).await {
             // Nobody subscribed yet (alone, or the mesh is still forming): not an error.
             tracing::debug!("announce not published: {e}");
@@ -517,7 +574,7 @@ impl NodeTask {
             accuracy = format!("{:.4}", round.eval.accuracy),
             loss = format!("{:.4}", round.eval.loss),
             samples = round.samples,
-            manifest = %snapshot.id.short(),
+            manifest = %announced.id.short(),
             "round"
         );
         self.publish_status(&net);
@@ -540,9 +597,10 @@ impl NodeTask {
     /// Peers with a model this node has not merged yet, as the policy sees them.
     fn known(&self) -> Vec<Known<PeerId>> {
         let now = self.started.elapsed();
-        self.known
+        self.peers
+            .known
             .iter()
-            .filter(|(p, h)| self.merged.get(*p) != Some(&h.announce.manifest))
+            .filter(|(p, h)| self.peers.merged.get(*p) != Some(&h.announce.manifest))
             .map(|(peer, h)| Known {
                 peer: *peer,
                 manifest: h.announce.manifest,
@@ -553,34 +611,23 @@ impl NodeTask {
             .collect()
     }
 
-    /// Who to ask for model `id`: `first` (its announcer), then every peer whose latest
-    /// announcement names it, then every other known peer (those that merged it recently
-    /// still hold it; those that do not answer `NotHeld` and are not asked again).
+    /// Who to ask for model `id`: `first` (its announcer), then every other peer whose latest
+    /// announcement names it. Peers that never announced it are not asked (nor charged).
     fn holders(&self, id: &ManifestId, first: PeerId) -> Vec<PeerId> {
-        let (mut announcing, mut others): (Vec<PeerId>, Vec<PeerId>) = self
-            .known
-            .iter()
-            .filter(|(p, _)| **p != first)
-            .map(|(p, h)| (*p, h.announce.manifest == *id))
-            .fold(
-                (Vec::new(), Vec::new()),
-                |(mut yes, mut no), (p, announces)| {
-                    if announces {
-                        yes.push(p)
-                    } else {
-                        no.push(p)
-                    }
-                    (yes, no)
-                },
-            );
-        let mut holders = vec![first];
-        holders.append(&mut announcing);
-        holders.append(&mut others);
-        holders
+        std::iter::once(first)
+            .chain(
+                self.peers
+                    .known
+                    .iter()
+                    .filter(|(p, h)| **p != first && h.announce.manifest == *id)
+                    .map(|(p, _)| *p),
+            )
+            .collect()
     }
 
     fn start_averaging(&mut self, trainer: &TrainerHandle) -> Option<JoinHandle<()>> {
         let own = self.own.clone()?;
+        let layout = self.layout.clone()?;
         let known = self.known();
         let now = self.started.elapsed();
         let avoid: Vec<PeerId> = known
@@ -588,28 +635,33 @@ impl NodeTask {
             .map(|k| k.peer)
             .filter(|p| self.budgets.exhausted(p))
             .collect();
-        // A fresh node joining a network that has moved on (a fresh announcement further
-        // along than this node) takes the freshest model, once, instead of averaging with it.
-        let freshest = if self.adopted {
+        // A fresh node that hears the network has moved on (some announcement claims a
+        // later version than its own) tries to adopt a model instead of averaging: a fresh
+        // model drawn at random, which the training thread takes only if it beats its own
+        // on held-back data. The claim only starts the attempt; it picks nothing.
+        let recent = self.round_time.unwrap_or(MIN_ANNOUNCE_INTERVAL);
+        let candidate = if self.adopted || !known.iter().any(|k| k.version > self.version) {
             None
         } else {
-            known
-                .iter()
-                .filter(|k| {
-                    now.saturating_sub(k.seen_at) <= self.opts.policy.freshness
-                        && k.version > self.version
-                        && !avoid.contains(&k.peer)
-                })
-                .max_by_key(|k| k.version)
+            self.opts
+                .policy
+                .adoption_candidate(&known, Some(&own.manifest), &avoid, now, &mut self.rng)
                 .cloned()
         };
-        let adopt = freshest.is_some();
-        let chosen: Vec<Known<PeerId>> = match freshest {
+        let adopt = candidate.is_some();
+        let chosen: Vec<Known<PeerId>> = match candidate {
             Some(k) => vec![k],
             None => self
                 .opts
                 .policy
-                .choose(&known, Some(&own.manifest), &avoid, now, &mut self.rng)
+                .choose(
+                    &known,
+                    Some(&own.manifest),
+                    &avoid,
+                    now,
+                    recent,
+                    &mut self.rng,
+                )
                 .into_iter()
                 .cloned()
                 .collect(),
@@ -617,134 +669,80 @@ impl NodeTask {
         if chosen.is_empty() {
             return None;
         }
-        // Adopting or averaging with the network: either way this node has joined it.
-        self.adopted = true;
+        // Averaging with the network joins it; an adoption joins it once it succeeds.
+        if !adopt {
+            self.adopted = true;
+        }
         let round = self
             .round_time
             .unwrap_or(MIN_ANNOUNCE_INTERVAL)
             .max(Duration::from_millis(1));
-        let jobs: Vec<(Known<PeerId>, Vec<PeerId>, f64)> = chosen
+        let partners: Vec<averaging::Partner> = chosen
             .into_iter()
-            .map(|k| {
-                let holders = self.holders(&k.manifest, k.peer);
-                let lag = now.saturating_sub(k.seen_at).as_secs_f64() / round.as_secs_f64();
-                (k, holders, lag)
+            .map(|k| averaging::Partner {
+                holders: self.holders(&k.manifest, k.peer),
+                lag_rounds: now.saturating_sub(k.seen_at).as_secs_f64() / round.as_secs_f64(),
+                known: k,
             })
             .collect();
-        let (client, store, budgets, counters) = (
-            self.client.clone(),
-            self.store.clone(),
-            self.budgets.clone(),
-            self.counters.clone(),
-        );
-        let (limits, policy, merges) = (
-            self.opts.fetch,
-            self.opts.policy.clone(),
-            trainer.merges.clone(),
-        );
-        for (k, _, _) in &jobs {
-            self.merged.insert(k.peer, k.manifest);
+        for p in &partners {
+            self.peers.merged.insert(p.known.peer, p.known.manifest);
         }
-        let (report, node_started) = (self.averaged.clone(), self.started);
-        Some(tokio::spawn(async move {
-            let started = Instant::now();
-            let results = futures::future::join_all(jobs.iter().map(|(k, holders, _)| {
-                fetch::fetch(&client, &store, k.manifest, holders, &budgets, limits)
-            }))
-            .await;
-            let mut partners = Vec::new();
-            let mut weighed = Vec::new();
-            let mut models = Vec::new();
-            for ((k, _, lag), result) in jobs.iter().zip(results) {
-                let mut view = ModelFetch {
-                    peer_id: k.peer.to_string(),
-                    manifest: k.manifest.to_hex(),
-                    chunks_fetched: 0,
-                    chunks_reused: 0,
-                    sources: Default::default(),
-                    lag_rounds: *lag,
-                    error: None,
-                };
-                match result {
-                    Ok(f) => {
-                        Counters::add(&counters.chunks_fetched, f.chunks_fetched as u64);
-                        Counters::add(&counters.chunks_reused, f.chunks_reused as u64);
-                        tracing::debug!(peer = %k.peer, fetched = f.chunks_fetched, reused = f.chunks_reused, sources = f.sources.len(), lag_rounds = format!("{lag:.2}"), "fetched model {}", k.manifest.short());
-                        view.chunks_fetched = f.chunks_fetched as u64;
-                        view.chunks_reused = f.chunks_reused as u64;
-                        view.sources = f
-                            .sources
-                            .iter()
-                            .map(|(p, n)| (p.to_string(), *n as u64))
-                            .collect();
-                        if f.params.all_finite() {
-                            partners.push(f.params);
-                            weighed.push(PartnerModel {
-                                samples: k.samples,
-                                lag_rounds: *lag,
-                            });
-                        } else {
-                            Counters::inc(&counters.merges_rejected);
-                            tracing::warn!(peer = %k.peer, "model {} holds non-finite values; not merged", k.manifest.short());
-                            view.error = Some("non-finite values".into());
-                        }
-                    }
-                    Err(e) => {
-                        Counters::inc(&counters.fetch_failures);
-                        tracing::warn!(peer = %k.peer, "fetch failed: {e}");
-                        view.error = Some(e.to_string());
-                    }
-                }
-                models.push(view);
+        let job = averaging::Job {
+            partners,
+            adopt,
+            own_samples: own.samples,
+            layout,
+            client: self.client.clone(),
+            store: self.store.clone(),
+            budgets: self.budgets.clone(),
+            counters: self.counters.clone(),
+            limits: self.opts.fetch,
+            policy: self.opts.policy.clone(),
+            merges: trainer.merges.clone(),
+            report: self.averaged.clone(),
+            node_started: self.started,
+        };
+        Some(tokio::spawn(averaging::run(job)))
+    }
+
+    /// Blocks peers whose charges reached the error budget (for [`BLOCK_FOR`]), forgives
+    /// half the charges of those whose block ended, forgets old announcements, and turns
+    /// every peer's charges into its gossip score.
+    async fn enforce_budgets(&mut self) {
+        let now = Instant::now();
+        let keep = self.opts.policy.freshness * FORGET_AFTER_FRESHNESS;
+        for peer in self.peers.prune(now, keep) {
+            tracing::info!(%peer, "block ended");
+            self.budgets.pardon(&peer);
+        }
+        let charges = self.budgets.snapshot();
+        for (peer, n) in &charges {
+            if self.budgets.exhausted(peer) && !self.peers.blocked.contains_key(peer) {
+                tracing::warn!(%peer, charges = n, "error budget spent: blocking for {BLOCK_FOR:?}");
+                self.peers.block(*peer, now + BLOCK_FOR);
+                self.client.block(*peer, BLOCK_FOR).await;
             }
-            let millis = started.elapsed().as_millis() as u64;
-            let outcome = if partners.is_empty() {
-                if models
-                    .iter()
-                    .any(|m| m.chunks_fetched + m.chunks_reused > 0)
-                {
-                    "rejected"
-                } else {
-                    "failed"
-                }
-            } else if adopt {
-                "adopted"
-            } else {
-                "merged"
-            };
-            let message = if partners.is_empty() {
-                None
-            } else if adopt {
-                partners.truncate(1);
-                partners.pop().map(ToTrainer::Adopt)
-            } else {
-                let weights = policy.weights(own.samples, &weighed);
-                Some(ToTrainer::Merge { partners, weights })
-            };
-            let _ = merges.send(message.unwrap_or(ToTrainer::Skip)).await;
-            tracing::debug!(elapsed_ms = millis, outcome, "averaging done");
-            let _ = report
-                .send(AveragingEvent {
-                    at_secs: node_started.elapsed().as_secs_f64(),
-                    kind: if adopt { "adopt" } else { "merge" }.into(),
-                    outcome: outcome.into(),
-                    millis,
-                    models,
-                })
-                .await;
-        }))
+            if self.penalized.get(peer) != Some(n) {
+                self.client.penalize(*peer, *n).await;
+                self.penalized.insert(*peer, *n);
+            }
+        }
+        let charged: HashSet<PeerId> = charges.iter().map(|(p, _)| *p).collect();
+        self.penalized.retain(|p, _| charged.contains(p));
+        self.budgets.prune();
     }
 
     /// Disconnects connected peers heard from before but silent for [`GOSSIP_SILENCE`] and
     /// for three of their rounds.
     async fn drop_silent(&mut self, net: &network::NetStatus) {
         for peer in &net.connected {
-            if let Some(h) = self.known.get(peer)
+            if let Some(h) = self.peers.known.get(peer)
                 && h.at.elapsed() > GOSSIP_SILENCE.max(h.interval.unwrap_or_default() * 3)
             {
                 tracing::info!(%peer, "connected but silent for {:?}; reconnecting", h.at.elapsed());
                 // Forget it until it is heard again, so it is not dropped twice.
-                self.known.remove(peer);
+                self.peers.known.remove(peer);
                 self.client.disconnect(*peer).await;
             }
         }
@@ -755,6 +753,7 @@ impl NodeTask {
         let counters = self.counters.snapshot(&self.traffic);
         let fresh = self.opts.policy.freshness * 4;
         let peers: Vec<PeerView> = self
+            .peers
             .known
             .iter()
             .filter(|(_, h)| h.at.elapsed() <= fresh)
@@ -780,6 +779,7 @@ impl NodeTask {
             .collect();
         let own = self.own.as_ref();
         let mut projections: Vec<&[f32]> = self
+            .peers
             .known
             .values()
             .filter(|h| h.at.elapsed() <= fresh)
@@ -811,9 +811,25 @@ impl NodeTask {
                 .filter(|(_, n)| *n > 0)
                 .map(|(p, n)| (p.to_string(), n))
                 .collect(),
+            blocked: self.peers.blocked.keys().map(|p| p.to_string()).collect(),
             averagings: self.averagings.iter().cloned().collect(),
             adoption: self.adoption.clone(),
         };
         self.status.send_replace(status);
     }
+}
+
+/// A hostile node's burst: the round's announcement again, [`hostile::BURST`] times in all,
+/// [`hostile::BURST_EVERY`] apart, each with a higher version (gossip drops exact repeats).
+fn spawn_burst(client: Client, announce: Announce) {
+    tokio::spawn(async move {
+        for i in 1..hostile::BURST {
+            tokio::time::sleep(hostile::BURST_EVERY).await;
+            // Distinct even at version u64::MAX: gossip ids are content hashes.
+            let mut again = announce.clone();
+            again.version = announce.version.saturating_add(i);
+            again.metrics.merges = announce.metrics.merges.wrapping_add(i);
+            let _ = client.publish(again).await;
+        }
+    });
 }

@@ -51,6 +51,10 @@ pub struct NodeStatus {
     /// Bad answers currently charged to each peer (failed or corrupt fetches, rejected
     /// announcements); a peer at its error budget is avoided.
     pub error_charges: std::collections::BTreeMap<String, u32>,
+    /// Peers blocked for having spent their error budget (disconnected, connections
+    /// refused, announcements ignored until the block ends).
+    #[serde(default)]
+    pub blocked: Vec<String>,
     /// The latest averagings, oldest first (at most [`RECENT_AVERAGINGS`]).
     #[serde(default)]
     pub averagings: Vec<AveragingEvent>,

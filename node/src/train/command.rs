@@ -123,6 +123,7 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<TrainReport> {
         seed: args.seed,
         conv: args.conv,
         balance_classes: false,
+        holdout: 0,
     };
     let train_samples = train.len;
     let mut trainer = Trainer::new(

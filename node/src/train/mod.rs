@@ -36,6 +36,9 @@ pub struct TrainConfig {
     /// on a few classes does not learn to favour them; evaluation uses plain logits. No
     /// effect on balanced data.
     pub balance_classes: bool,
+    /// Training examples held back (at most a fifth of them, drawn by the seed) to check
+    /// models offered by partners on this peer's own data; 0 = none.
+    pub holdout: usize,
 }
 
 impl Default for TrainConfig {
@@ -49,6 +52,7 @@ impl Default for TrainConfig {
             seed: 1,
             conv: ConvImpl::default(),
             balance_classes: false,
+            holdout: 0,
         }
     }
 }
@@ -96,8 +100,12 @@ fn log_prior(labels: &[u8], classes: usize) -> candle_core::Result<Tensor> {
 pub struct Trainer {
     net: Network,
     optim: Optim,
+    /// How `optim` was built (a rollback builds it afresh).
+    optim_cfg: optim::OptimConfig,
     train: Split,
     test: Split,
+    /// Held back from `train`: the data partner models are checked on (may be empty).
+    holdout: Split,
     batch_size: usize,
     rng: ChaCha8Rng,
     /// This epoch's order of training examples, and how far into it we are.
@@ -128,7 +136,8 @@ impl Trainer {
             Network::new(cfg.model.clone(), shape, classes, cfg.seed)?.with_conv_impl(cfg.conv);
         let optim = Optim::new(&cfg.optimizer, net.vars())?;
         // The batch order gets its own stream, apart from the weights' seed.
-        let rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x6D75_726D_7572_0001);
+        let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x6D75_726D_7572_0001);
+        let (train, holdout) = hold_back(train, cfg.holdout, &mut rng);
         let order = (0..train.len).collect();
         let logit_adjust = if cfg.balance_classes {
             Some(log_prior(&train.labels, classes)?)
@@ -138,8 +147,10 @@ impl Trainer {
         let mut trainer = Self {
             net,
             optim,
+            optim_cfg: cfg.optimizer.clone(),
             train,
             test,
+            holdout,
             batch_size: cfg.batch_size,
             rng,
             order,
@@ -213,10 +224,42 @@ impl Trainer {
 
     /// Accuracy and mean cross-entropy on the test split.
     pub fn evaluate(&self) -> Result<Evaluation, TrainError> {
+        self.evaluate_on(&self.test)
+    }
+
+    /// Examples held back from training.
+    pub fn holdout_len(&self) -> usize {
+        self.holdout.len
+    }
+
+    /// Mean cross-entropy of the current model on the held-back examples (`None` if none
+    /// were held back).
+    pub fn holdout_loss(&self) -> Result<Option<f32>, TrainError> {
+        if self.holdout.len == 0 {
+            return Ok(None);
+        }
+        Ok(Some(self.evaluate_on(&self.holdout)?.loss))
+    }
+
+    /// Mean cross-entropy of `params` on the held-back examples, this trainer's own weights
+    /// left as they were. Fails (without touching them) on another layout or non-finite
+    /// values.
+    pub fn holdout_loss_of(&self, params: &FlatParams) -> Result<Option<f32>, TrainError> {
+        if self.holdout.len == 0 {
+            return Ok(None);
+        }
+        let own = self.export()?;
+        self.net.import(params)?;
+        let loss = self.evaluate_on(&self.holdout);
+        self.net.import(&own)?;
+        Ok(Some(loss?.loss))
+    }
+
+    fn evaluate_on(&self, split: &Split) -> Result<Evaluation, TrainError> {
         let (mut correct, mut loss_sum) = (0u64, 0f64);
-        let all: Vec<usize> = (0..self.test.len).collect();
+        let all: Vec<usize> = (0..split.len).collect();
         for indices in all.chunks(EVAL_BATCH) {
-            let (xs, ys) = Self::batch(&self.test, indices)?;
+            let (xs, ys) = Self::batch(split, indices)?;
             let logits = self.net.forward(&xs)?;
             let loss = candle_nn::loss::cross_entropy(&logits, &ys)?.to_scalar::<f32>()?;
             loss_sum += f64::from(loss) * indices.len() as f64;
@@ -227,7 +270,7 @@ impl Trainer {
                 .sum_all()?;
             correct += u64::from(hits.to_scalar::<u32>()?);
         }
-        let n = self.test.len.max(1) as f64;
+        let n = split.len.max(1) as f64;
         Ok(Evaluation {
             accuracy: (correct as f64 / n) as f32,
             loss: (loss_sum / n) as f32,
@@ -256,11 +299,63 @@ impl Trainer {
         self.optim.imported(replaced);
         Ok(())
     }
+
+    /// Goes back to `params` (the last good weights, after training diverged) with a fresh
+    /// optimizer: momentum or Adam moments built on the diverged weights would throw the
+    /// model off again.
+    pub fn roll_back(&mut self, params: &FlatParams) -> Result<(), TrainError> {
+        self.net.import(params)?;
+        self.optim = Optim::new(&self.optim_cfg, self.net.vars())?;
+        Ok(())
+    }
+}
+
+/// Splits `holdout` examples (at most a fifth, so none from fewer than five) off `train`,
+/// drawn by `rng`; the rest, in their order, stays for training.
+fn hold_back(train: Split, holdout: usize, rng: &mut ChaCha8Rng) -> (Split, Split) {
+    let n = holdout.min(train.len / 5);
+    let mut picked = vec![false; train.len];
+    let mut order: Vec<usize> = (0..train.len).collect();
+    order.shuffle(rng);
+    for &i in &order[..n] {
+        picked[i] = true;
+    }
+    let (held, kept): (Vec<usize>, Vec<usize>) = (0..train.len).partition(|&i| picked[i]);
+    (train.subset(&kept), train.subset(&held))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn holding_back_takes_at_most_a_fifth_and_keeps_the_rest() {
+        let split = Split {
+            features: (0..20).map(|i| i as f32).collect(),
+            labels: (0..20).map(|i| (i % 3) as u8).collect(),
+            len: 20,
+            dim: 1,
+        };
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let (train, held) = hold_back(split.clone(), 100, &mut rng);
+        assert_eq!((train.len, held.len), (16, 4));
+        let mut all: Vec<f32> = train
+            .features
+            .iter()
+            .chain(&held.features)
+            .copied()
+            .collect();
+        all.sort_by(f32::total_cmp);
+        assert_eq!(all, split.features, "every example exactly once");
+        let (train, held) = hold_back(split.clone(), 0, &mut rng);
+        assert_eq!((train.len, held.len), (20, 0));
+        let (train, held) = hold_back(split.subset(&[0, 1, 2, 3]), 10, &mut rng);
+        assert_eq!(
+            (train.len, held.len),
+            (4, 0),
+            "under five: nothing held back"
+        );
+    }
 
     #[test]
     fn the_logit_adjustment_is_the_log_of_the_smoothed_label_frequencies() {

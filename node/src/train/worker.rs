@@ -5,17 +5,24 @@
 //! none) arrives, at most that long, so the round ends on the merged model; then it
 //! publishes the round's weights and evaluation on another `watch` channel (a slow reader
 //! simply sees the latest round). Stops when its handle is dropped.
+//!
+//! It is also where partner models are checked, since only it holds a model to check them
+//! with: each offered model's loss on the held-back data is compared with its own model's
+//! ([`crate::averaging::robust`] decides), the verdicts go back to the node (which charges
+//! the peers), and the models that pass are combined by the configured robust rule. When
+//! training diverges it goes back to the weights of its last published round with a fresh
+//! optimizer and keeps going, so a poisoned merge costs a round, never the thread.
 
 use super::{Evaluation, TrainError, Trainer};
 use crate::averaging::outer::{OuterParams, OuterStep};
-use crate::averaging::policy::merge_into;
+use crate::averaging::robust::{self, Aggregation, LossHistory, NormHistory, Rejection, Taken};
 use crate::metrics::Counters;
 use murmur_protocol::FlatParams;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 /// Merges waiting for the trainer. The node starts at most one averaging at a time, so two
 /// slots are plenty; the trainer drains the queue at every step.
@@ -53,6 +60,30 @@ pub struct RoundPolicy {
     pub lr_schedule: Option<LrSchedule>,
     /// The outer step applied to every merge ([`OuterParams::PLAIN`]: the merge as is).
     pub outer: OuterParams,
+    /// How offered models are checked and combined.
+    pub defence: Defence,
+}
+
+/// The checks on partner models and the rule that combines them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Defence {
+    pub aggregation: Aggregation,
+    /// [`Aggregation::Clip`]'s multiple of the distance scale.
+    pub clip_factor: f32,
+    /// Partners farther than this multiple of the distance scale are refused; 0 = no check.
+    pub max_distance: f32,
+    /// The acceptance bound's ratio (see [`robust::accept_for_merge`]); 0 = finite only.
+    pub accept_loss_ratio: f32,
+}
+
+impl Defence {
+    /// No defence: the weighted mean of whatever finite model is offered.
+    pub const NONE: Defence = Defence {
+        aggregation: Aggregation::Mean,
+        clip_factor: 1.0,
+        max_distance: 0.0,
+        accept_loss_ratio: 0.0,
+    };
 }
 
 /// The learning rate over the samples a peer has trained on: linear warm-up from 0, then
@@ -97,16 +128,27 @@ pub struct RoundResult {
     pub eval_samples: u64,
 }
 
+/// Where the trainer says which offered models it took: one entry per model, in order
+/// (`None`: nobody listens).
+pub type Verdicts = Option<oneshot::Sender<Vec<Result<Taken, Rejection>>>>;
+
 /// What the node asks of the trainer.
 #[derive(Debug)]
 pub enum ToTrainer {
-    /// `own = weights[0] * own + Σ weights[i] * partners[i-1]`, on the current weights.
+    /// Combine the current weights with `partners` by the configured rule, `weights[0]`
+    /// being own's weight and one per partner after it; partners that fail the acceptance
+    /// check are left out (the others' weights renormalized).
     Merge {
         partners: Vec<FlatParams>,
         weights: Vec<f32>,
+        verdicts: Verdicts,
     },
-    /// Replace the weights outright (a late joiner adopting the network's model).
-    Adopt(FlatParams),
+    /// Replace the weights outright (a late joiner adopting the network's model) if `model`
+    /// does better than them on the held-back data; else merge with it as with a partner.
+    Adopt {
+        model: FlatParams,
+        verdicts: Verdicts,
+    },
     /// No merge is coming for the round just trained (no partner, or every fetch failed).
     Skip,
 }
@@ -142,6 +184,9 @@ impl TrainerHandle {
             trained_tx,
             stopping: stop.clone(),
             outer: OuterStep::default(),
+            norms: NormHistory::default(),
+            losses: LossHistory::default(),
+            last_good: None,
             last_eval: None,
         };
         let join = std::thread::Builder::new()
@@ -197,6 +242,12 @@ struct Worker {
     trained_tx: watch::Sender<u64>,
     stopping: Arc<AtomicBool>,
     outer: OuterStep,
+    /// The distance scale the distance check and clipping measure partners against.
+    norms: NormHistory,
+    /// Recent partners' held-back losses: the acceptance check's reference.
+    losses: LossHistory,
+    /// The weights of the last published round (or the start): where a divergence goes back.
+    last_good: Option<FlatParams>,
     last_eval: Option<LastEval>,
 }
 
@@ -206,6 +257,7 @@ impl Worker {
         if !self.policy.outer.is_plain() {
             self.outer = OuterStep::new(self.trainer.export()?.values());
         }
+        self.last_good = Some(self.trainer.export()?);
         let mut round = 0u64;
         while !self.stopped() {
             let started = Instant::now();
@@ -217,10 +269,19 @@ impl Worker {
             if !self.await_merge()? {
                 return Ok(());
             }
-            let (eval, eval_samples) = self.evaluation()?;
+            let (mut eval, mut eval_samples) = self.evaluation()?;
+            let mut params = self.trainer.export()?;
+            if !params.all_finite() || !eval.loss.is_finite() {
+                // Never published, so never announced nor checkpointed.
+                self.roll_back("the round's model has a non-finite loss or weights")?;
+                self.last_eval = None;
+                (eval, eval_samples) = self.evaluation()?;
+                params = self.trainer.export()?;
+            }
+            self.last_good = Some(params.clone());
             let result = RoundResult {
                 round,
-                params: self.trainer.export()?,
+                params,
                 samples: self.trainer.samples_seen(),
                 eval,
                 eval_samples,
@@ -237,33 +298,74 @@ impl Worker {
         self.stopping.load(Ordering::Relaxed)
     }
 
-    /// Applies one message from the node: a merge (then the outer step), an adoption, or
-    /// nothing. A partner of another layout, or weights the model refuses, are counted as
-    /// rejected merges and leave the model as it was.
+    /// Goes back to the last good weights with a fresh optimizer.
+    fn roll_back(&mut self, why: &str) -> Result<(), TrainError> {
+        Counters::inc(&self.counters.rollbacks);
+        tracing::warn!("{why}: back to the last published weights");
+        match &self.last_good {
+            Some(good) => self.trainer.roll_back(good),
+            None => Ok(()),
+        }
+    }
+
+    /// The held-back loss of an offered model, or why it cannot be used at all.
+    fn check(&self, model: &FlatParams, own: &FlatParams) -> Result<Option<f32>, Rejection> {
+        if model.layout() != own.layout() {
+            return Err(Rejection::Layout);
+        }
+        if !model.all_finite() {
+            return Err(Rejection::NonFinite);
+        }
+        self.trainer
+            .holdout_loss_of(model)
+            .map_err(|_| Rejection::NonFinite)
+    }
+
+    /// Applies one message from the node: a merge of the partners that pass the check
+    /// (then the outer step), an adoption if the model does better (else a merge with it),
+    /// or nothing; says which models were taken. A model that fails leaves the weights as
+    /// they were.
     fn apply(&mut self, msg: ToTrainer) -> Result<(), TrainError> {
-        let outer_params = self.policy.outer;
-        let (params, replaced) = match msg {
+        let (params, replaced, verdicts, sender) = match msg {
             ToTrainer::Skip => return Ok(()),
-            ToTrainer::Adopt(params) => {
-                if !outer_params.is_plain() {
-                    self.outer = OuterStep::new(params.values());
+            ToTrainer::Adopt { model, verdicts } => {
+                let own = self.trainer.export()?;
+                let own_loss = self.trainer.holdout_loss()?;
+                let better = match self.check(&model, &own) {
+                    Ok(loss) => match (own_loss, loss) {
+                        (Some(o), Some(p)) => robust::adopt_outright(o, p),
+                        _ => true,
+                    },
+                    Err(_) => false,
+                };
+                if better {
+                    if !self.policy.outer.is_plain() {
+                        self.outer = OuterStep::new(model.values());
+                    }
+                    (Some(model), true, vec![Ok(Taken::Adopted)], verdicts)
+                } else {
+                    let (merged, verdict) = self.merge(vec![model], &[0.5, 0.5])?;
+                    (merged, false, verdict, verdicts)
                 }
-                (params, true)
             }
-            ToTrainer::Merge { partners, weights } => {
-                let mut own = self.trainer.export()?;
-                if partners.iter().any(|p| p.layout() != own.layout()) {
-                    Counters::inc(&self.counters.merges_rejected);
-                    tracing::warn!("merge refused: a partner's layout differs from ours");
-                    return Ok(());
-                }
-                let slices: Vec<&[f32]> = partners.iter().map(|p| p.values()).collect();
-                merge_into(own.values_mut(), &slices, &weights);
-                if !outer_params.is_plain() {
-                    self.outer.apply(own.values_mut(), outer_params);
-                }
-                (own, false)
+            ToTrainer::Merge {
+                partners,
+                weights,
+                verdicts,
+            } => {
+                let (merged, verdict) = self.merge(partners, &weights)?;
+                (merged, false, verdict, verdicts)
             }
+        };
+        for rejected in verdicts.iter().filter_map(|v| v.as_ref().err()) {
+            Counters::inc(&self.counters.merges_rejected);
+            tracing::warn!("partner model refused: {rejected}");
+        }
+        if let Some(sender) = sender {
+            let _ = sender.send(verdicts);
+        }
+        let Some(params) = params else {
+            return Ok(());
         };
         match self.trainer.absorb(&params, replaced) {
             Ok(()) => Counters::inc(&self.counters.merges),
@@ -275,6 +377,95 @@ impl Worker {
         Ok(())
     }
 
+    /// The merged weights (`None` if no partner passed) and each partner's verdict.
+    #[allow(clippy::type_complexity)]
+    fn merge(
+        &mut self,
+        partners: Vec<FlatParams>,
+        weights: &[f32],
+    ) -> Result<(Option<FlatParams>, Vec<Result<Taken, Rejection>>), TrainError> {
+        let mut own = self.trainer.export()?;
+        let own_loss = self.trainer.holdout_loss()?;
+        let ratio = self.policy.defence.accept_loss_ratio;
+        let checked: Vec<Result<Option<f32>, Rejection>> =
+            partners.iter().map(|p| self.check(p, &own)).collect();
+        let reference = own_loss.map(|o| self.losses.reference(o));
+        // Distances: each partner's from our model, and our own progress since the last
+        // published round (a distance no partner can fake).
+        let norms: Vec<Option<f32>> = partners
+            .iter()
+            .zip(&checked)
+            .map(|(p, c)| {
+                c.is_ok()
+                    .then(|| robust::distance(p.values(), own.values()))
+            })
+            .collect();
+        let own_step = self
+            .last_good
+            .as_ref()
+            .filter(|g| g.layout() == own.layout())
+            .map(|g| robust::distance(own.values(), g.values()))
+            .filter(|d| *d > 0.0);
+        let current: Vec<f32> = norms.iter().flatten().copied().chain(own_step).collect();
+        let scale = self.norms.reference(&current);
+        self.norms.remember(&current);
+        let defence = self.policy.defence;
+        let verdicts: Vec<Result<Taken, Rejection>> = checked
+            .iter()
+            .zip(&norms)
+            .map(|(c, norm)| {
+                c.clone()
+                    .and_then(|loss| match norm {
+                        Some(n) => {
+                            robust::accept_distance(*n, scale, defence.max_distance).map(|()| loss)
+                        }
+                        None => Ok(loss),
+                    })
+                    .and_then(|loss| match (reference, loss) {
+                        (Some(r), Some(l)) => robust::accept_for_merge(r, l, ratio),
+                        _ => Ok(()),
+                    })
+                    .map(|()| Taken::Merged)
+            })
+            .collect();
+        let seen: Vec<f32> = checked
+            .iter()
+            .filter_map(|c| c.clone().ok().flatten())
+            .collect();
+        self.losses.remember(&seen);
+        let taken: Vec<usize> = (0..partners.len())
+            .filter(|&i| verdicts[i].is_ok())
+            .collect();
+        if taken.is_empty() {
+            return Ok((None, verdicts));
+        }
+        // Own weight, then the taken partners', renormalized.
+        let mut kept: Vec<f32> = std::iter::once(0)
+            .chain(taken.iter().map(|i| i + 1))
+            .map(|i| weights.get(i).copied().unwrap_or(0.0))
+            .collect();
+        let total: f32 = kept.iter().sum();
+        if total > 0.0 {
+            kept.iter_mut().for_each(|w| *w /= total);
+        } else {
+            let even = 1.0 / kept.len() as f32;
+            kept.fill(even);
+        }
+        let slices: Vec<&[f32]> = taken.iter().map(|&i| partners[i].values()).collect();
+        let done = robust::aggregate(
+            defence.aggregation,
+            own.values_mut(),
+            &slices,
+            &kept,
+            scale.map(|s| s * defence.clip_factor),
+        );
+        Counters::add(&self.counters.merges_clipped, done.clipped as u64);
+        if !self.policy.outer.is_plain() {
+            self.outer.apply(own.values_mut(), self.policy.outer);
+        }
+        Ok((Some(own), verdicts))
+    }
+
     /// The round's local steps, merges applied between them; false if told to stop.
     fn train_steps(&mut self, started: Instant) -> Result<bool, TrainError> {
         for _ in 0..self.policy.steps.max(1) {
@@ -284,7 +475,14 @@ impl Worker {
             if self.stopped() {
                 return Ok(false);
             }
-            local_step(&mut self.trainer, &self.policy)?;
+            match local_step(&mut self.trainer, &self.policy) {
+                Ok(()) => {}
+                Err(TrainError::Diverged { loss }) => {
+                    self.roll_back(&format!("training diverged (loss {loss})"))?;
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
             if self.policy.max_time.is_some_and(|t| started.elapsed() >= t) {
                 break;
             }
@@ -368,17 +566,22 @@ mod tests {
     use crate::data::{self, DatasetName};
     use crate::train::TrainConfig;
 
-    fn trainer() -> Trainer {
+    fn trainer_with(holdout: usize) -> Trainer {
         let ds = data::load(DatasetName::Digits, None).unwrap();
         let cfg = TrainConfig {
             model: "mlp:8".parse().unwrap(),
+            holdout,
             ..TrainConfig::default()
         };
         Trainer::new(&cfg, ds.shape, ds.classes, ds.train, ds.test).unwrap()
     }
 
-    fn spawn(merge_wait: Duration) -> TrainerHandle {
-        let policy = RoundPolicy {
+    fn trainer() -> Trainer {
+        trainer_with(0)
+    }
+
+    fn policy(merge_wait: Duration, defence: Defence) -> RoundPolicy {
+        RoundPolicy {
             steps: 2,
             max_time: None,
             min_time: Duration::ZERO,
@@ -386,8 +589,123 @@ mod tests {
             merge_wait,
             lr_schedule: None,
             outer: OuterParams::PLAIN,
-        };
+            defence,
+        }
+    }
+
+    fn spawn(merge_wait: Duration) -> TrainerHandle {
+        let policy = policy(merge_wait, Defence::NONE);
         TrainerHandle::spawn(trainer(), policy, Arc::new(Counters::default())).unwrap()
+    }
+
+    /// A trained model (30 steps on all the digits), the honest partner of the tests.
+    fn trained() -> FlatParams {
+        let mut t = trainer();
+        for _ in 0..30 {
+            t.step().unwrap();
+        }
+        t.export().unwrap()
+    }
+
+    /// A merge with an honest partner and a x100 one: the x100 model's held-back loss is far
+    /// over the bound, so it is refused (and said so), and the honest one is still merged.
+    #[test]
+    fn a_poisoned_partner_is_refused_and_the_honest_one_merged() {
+        let defence = Defence {
+            aggregation: Aggregation::Mean,
+            clip_factor: 2.0,
+            max_distance: 0.0,
+            accept_loss_ratio: 2.0,
+        };
+        let counters = Arc::new(Counters::default());
+        let handle = TrainerHandle::spawn(
+            trainer_with(200),
+            policy(Duration::from_secs(600), defence),
+            counters.clone(),
+        )
+        .unwrap();
+        wait_until("round 1 trained", || *handle.trained.borrow() >= 1);
+        let honest = trained();
+        let mut poisoned = honest.clone();
+        poisoned.values_mut().iter_mut().for_each(|v| *v *= 100.0);
+        let (tx, mut rx) = oneshot::channel();
+        handle
+            .merges
+            .try_send(ToTrainer::Merge {
+                partners: vec![honest, poisoned],
+                weights: vec![1.0 / 3.0; 3],
+                verdicts: Some(tx),
+            })
+            .unwrap();
+        wait_until("verdicts", || !rx.is_empty());
+        let verdicts = rx.try_recv().unwrap();
+        assert_eq!(verdicts[0], Ok(Taken::Merged), "{verdicts:?}");
+        assert!(
+            matches!(verdicts[1], Err(Rejection::Loss { .. })),
+            "{verdicts:?}"
+        );
+        wait_until("round 1 published", || handle.rounds.borrow().is_some());
+        let s = counters.snapshot(&crate::network::Traffic::default());
+        assert_eq!((s.merges, s.merges_rejected), (1, 1));
+        // Another layout is refused before any loss is computed.
+        wait_until("round 2 trained", || *handle.trained.borrow() >= 2);
+        let other = FlatParams::from_named(vec![(
+            murmur_protocol::tensor::TensorSpec::f32("w", &[2]),
+            vec![0.0, 0.0],
+        )])
+        .unwrap();
+        let (tx, mut rx) = oneshot::channel();
+        handle
+            .merges
+            .try_send(ToTrainer::Adopt {
+                model: other,
+                verdicts: Some(tx),
+            })
+            .unwrap();
+        wait_until("verdict", || !rx.is_empty());
+        assert_eq!(rx.try_recv().unwrap(), vec![Err(Rejection::Layout)]);
+    }
+
+    /// With no defence at all, a x1e30 partner is merged, training diverges, and the
+    /// thread goes back to its last published weights and keeps going: every published
+    /// round is finite, and the rollback is counted.
+    #[test]
+    fn a_diverged_trainer_rolls_back_and_keeps_going() {
+        let counters = Arc::new(Counters::default());
+        let handle = TrainerHandle::spawn(
+            trainer(),
+            policy(Duration::from_secs(600), Defence::NONE),
+            counters.clone(),
+        )
+        .unwrap();
+        wait_until("round 1 trained", || *handle.trained.borrow() >= 1);
+        let mut huge = trained();
+        huge.values_mut().iter_mut().for_each(|v| *v = 1e30);
+        handle
+            .merges
+            .try_send(ToTrainer::Merge {
+                partners: vec![huge],
+                weights: vec![0.5, 0.5],
+                verdicts: None,
+            })
+            .unwrap();
+        for round in 2..=4 {
+            wait_until("a round trained", || *handle.trained.borrow() >= round);
+            handle.merges.try_send(ToTrainer::Skip).unwrap();
+        }
+        wait_until("round 4 published", || {
+            handle
+                .rounds
+                .borrow()
+                .as_ref()
+                .is_some_and(|r| r.round >= 4)
+        });
+        let round = handle.rounds.borrow().clone().unwrap();
+        assert!(round.params.all_finite() && round.eval.loss.is_finite());
+        assert!(round.params.values().iter().all(|v| v.abs() < 1e6));
+        let s = counters.snapshot(&crate::network::Traffic::default());
+        assert!(s.rollbacks >= 1, "{s:?}");
+        assert!(handle.is_running());
     }
 
     fn wait_until(what: &str, cond: impl Fn() -> bool) {
@@ -412,7 +730,10 @@ mod tests {
         adopted.values_mut().iter_mut().for_each(|v| *v += 0.25);
         handle
             .merges
-            .try_send(ToTrainer::Adopt(adopted.clone()))
+            .try_send(ToTrainer::Adopt {
+                model: adopted.clone(),
+                verdicts: None,
+            })
             .unwrap();
         wait_until("round 1 published", || handle.rounds.borrow().is_some());
         let round = handle.rounds.borrow().clone().unwrap();

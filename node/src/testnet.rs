@@ -147,6 +147,9 @@ pub struct Tuning {
     /// `averaging.max_distance` of every peer (0 = no distance check).
     #[arg(long)]
     pub max_distance: Option<f64>,
+    /// `training.holdout_samples` of every peer (0 = no held-back examples, no loss check).
+    #[arg(long)]
+    pub holdout_samples: Option<usize>,
 }
 
 impl Tuning {
@@ -202,6 +205,9 @@ impl Tuning {
         }
         if let Some(v) = self.max_distance {
             cfg.averaging.max_distance = v;
+        }
+        if let Some(v) = self.holdout_samples {
+            cfg.training.holdout_samples = v;
         }
     }
 }

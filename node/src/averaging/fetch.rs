@@ -95,6 +95,22 @@ impl ErrorBudgets {
     }
 }
 
+/// Charges for a request that timed out: a peer that takes requests and never answers holds
+/// up every averaging that picks it for a whole request timeout, so it costs more than a
+/// request that failed at once.
+pub const TIMEOUT_CHARGES: u32 = 2;
+
+/// Charges `peer` for a failed request: [`TIMEOUT_CHARGES`] for a timeout, one otherwise.
+fn charge_failure(budgets: &ErrorBudgets, peer: PeerId, error: &RequestError) {
+    let n = match error {
+        RequestError::Timeout { .. } => TIMEOUT_CHARGES,
+        _ => 1,
+    };
+    for _ in 0..n {
+        budgets.charge(peer);
+    }
+}
+
 /// A fetched, verified model.
 #[derive(Debug)]
 pub struct Fetched {
@@ -239,7 +255,7 @@ async fn fetch_manifest(
             Err(RequestError::Stopped) => break,
             Err(e) => {
                 tracing::debug!("{e}");
-                budgets.charge(peer);
+                charge_failure(budgets, peer, &e);
             }
         }
     }
@@ -369,7 +385,7 @@ async fn fetch_inner(
                 // A failure or a timeout: ask another usable holder for these chunks, or this
                 // one again if no other is left.
                 tracing::debug!("{e}");
-                budgets.charge(peer);
+                charge_failure(budgets, peer, &e);
                 for chunk in &batch {
                     let elsewhere = holders.iter().any(|p| {
                         *p != peer

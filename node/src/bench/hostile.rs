@@ -54,7 +54,8 @@ pub struct HostileArgs {
 pub struct Row {
     /// `none` for the all-honest run.
     pub behaviour: String,
-    /// `default` (the peers' default defences) or `mean` (plain mean, no check).
+    /// `default` (the peers' default defences) or `mean` (plain mean, no check: aggregation
+    /// `mean`, `accept_loss_ratio` and `max_distance` 0).
     pub rule: String,
     pub mean_accuracy: f32,
     pub min_accuracy: f32,

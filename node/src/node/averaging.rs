@@ -1,21 +1,24 @@
 //! One averaging, as a task the node spawns: fetch the chosen partners' models (only from
-//! peers that announced them, and only if their layout is ours), hand them to the training
-//! thread, and charge the peers whose models it refused. It reports what happened as an
+//! peers that announced them, and only if their layout is ours; a straggler is not waited
+//! for long once one model is in), hand them to the training thread, and charge the peers
+//! whose models it refused. It reports what happened as an
 //! [`AveragingEvent`]. It owns nothing past its run: the node chose the partners and the
 //! training thread does the merge.
 
 use super::{AveragingEvent, ModelFetch, REJECTED_MODEL_CHARGES, VERDICT_WAIT};
-use crate::averaging::fetch::{self, ErrorBudgets, FetchLimits};
+use crate::averaging::fetch::{self, ErrorBudgets, FetchError, FetchLimits, Fetched};
 use crate::averaging::policy::{Known, PartnerModel, Policy};
 use crate::averaging::robust::{Rejection, Taken};
 use crate::metrics::Counters;
 use crate::network::Client;
 use crate::store::ChunkStore;
 use crate::train::worker::ToTrainer;
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use libp2p::PeerId;
 use murmur_protocol::Layout;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 /// One partner to fetch: its announcement, who holds the model, its lag in our rounds.
@@ -45,21 +48,61 @@ pub struct Job {
     pub node_started: Instant,
 }
 
+/// Once one partner's model is fetched, how much longer the others are waited for: a
+/// partner that does not answer must not hold up the merge of one that did. A fetch still
+/// running then goes on in the background (its peer is still charged if it fails), and its
+/// model is not merged.
+pub const STRAGGLER_WAIT: Duration = Duration::from_millis(500);
+
+/// Fetches every partner's model at once; returns each result, `None` for a fetch still
+/// running [`STRAGGLER_WAIT`] after the first model arrived.
+async fn fetch_all(job: &Job) -> Vec<Option<Result<Fetched, FetchError>>> {
+    let mut results: Vec<Option<Result<Fetched, FetchError>>> =
+        job.partners.iter().map(|_| None).collect();
+    let mut running: FuturesUnordered<_> = job
+        .partners
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let (client, store, budgets) =
+                (job.client.clone(), job.store.clone(), job.budgets.clone());
+            let (holders, layout, limits, id) = (
+                p.holders.clone(),
+                job.layout.clone(),
+                job.limits,
+                p.known.manifest,
+            );
+            let task = tokio::spawn(async move {
+                fetch::fetch(&client, &store, id, &holders, &budgets, limits, &layout).await
+            });
+            async move { (i, task.await) }
+        })
+        .collect();
+    let mut cutoff: Option<tokio::time::Instant> = None;
+    loop {
+        let next = match cutoff {
+            Some(at) => match tokio::time::timeout_at(at, running.next()).await {
+                Ok(next) => next,
+                Err(_) => break,
+            },
+            None => running.next().await,
+        };
+        let Some((i, joined)) = next else { break };
+        let result = joined.unwrap_or_else(|e| Err(FetchError::Assemble(e.to_string())));
+        if result.is_ok() && cutoff.is_none() {
+            cutoff = Some(tokio::time::Instant::now() + STRAGGLER_WAIT);
+        }
+        if let Some(slot) = results.get_mut(i) {
+            *slot = Some(result);
+        }
+    }
+    results
+}
+
 /// Runs one averaging to the end.
 pub async fn run(job: Job) {
     let started = Instant::now();
-    let results = futures::future::join_all(job.partners.iter().map(|p| {
-        fetch::fetch(
-            &job.client,
-            &job.store,
-            p.known.manifest,
-            &p.holders,
-            &job.budgets,
-            job.limits,
-            &job.layout,
-        )
-    }))
-    .await;
+    let results = fetch_all(&job).await;
     let mut offered = Vec::new();
     let mut weighed = Vec::new();
     let mut models = Vec::new();
@@ -75,7 +118,13 @@ pub async fn run(job: Job) {
             error: None,
         };
         match result {
-            Ok(f) => {
+            None => {
+                tracing::debug!(peer = %k.peer, "model {} still on its way; merging without it", k.manifest.short());
+                view.error = Some(format!(
+                    "not fetched within {STRAGGLER_WAIT:?} of the first model"
+                ));
+            }
+            Some(Ok(f)) => {
                 Counters::add(&job.counters.chunks_fetched, f.chunks_fetched as u64);
                 Counters::add(&job.counters.chunks_reused, f.chunks_reused as u64);
                 tracing::debug!(peer = %k.peer, fetched = f.chunks_fetched, reused = f.chunks_reused, sources = f.sources.len(), lag_rounds = format!("{:.2}", p.lag_rounds), "fetched model {}", k.manifest.short());
@@ -92,7 +141,7 @@ pub async fn run(job: Job) {
                     lag_rounds: p.lag_rounds,
                 });
             }
-            Err(e) => {
+            Some(Err(e)) => {
                 Counters::inc(&job.counters.fetch_failures);
                 tracing::warn!(peer = %k.peer, "fetch failed: {e}");
                 view.error = Some(e.to_string());

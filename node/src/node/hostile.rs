@@ -22,7 +22,7 @@ pub enum Hostile {
     SamplesMax,
     /// Announces its model sign-flipped, claiming `version = u64::MAX` (the adoption attack).
     VersionMax,
-    /// Announces a manifest of [`DUP_COPIES`] copies of one chunk id.
+    /// Announces a manifest of `DUP_COPIES` (10,000) copies of one chunk id.
     DupChunks,
     /// Announces its model and accepts every request without ever answering.
     Unservable,

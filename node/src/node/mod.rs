@@ -5,11 +5,14 @@
 //! weights → the node task snapshots them into chunks (unchanged chunks are reused by the
 //! store), checkpoints them atomically and announces the new `ManifestId` over gossip → if no
 //! averaging is running, it picks `fanout` fresh peers at random (the pure
-//! [`crate::averaging::policy`]) and a background task fetches their models chunk by chunk
-//! and hands a merge to the training thread, which applies it at its next step boundary.
+//! [`crate::averaging::policy`]) and a background task (`averaging`) fetches their models
+//! chunk by chunk and hands them to the training thread, which checks them, merges those
+//! that pass at its next step boundary and says which it refused; their peers are charged,
+//! and peers over their error budget are blocked.
 //!
-//! The node task owns the per-peer announcement table and the version counter; it never
-//! touches the swarm (only the network [`Client`]) nor the model (only the trainer's queue).
+//! The node task owns the per-peer table (`peers`), the version counter and the blocks; it
+//! never touches the swarm (only the network [`Client`]) nor the model (only the trainer's
+//! queue).
 
 mod averaging;
 mod events;
@@ -263,8 +266,8 @@ struct NodeTask {
     started: Instant,
     rng: ChaCha8Rng,
     status: watch::Sender<NodeStatus>,
-    /// True once this node has a model of the network's (resumed, adopted or merged): a
-    /// fresh node adopts the freshest announced model instead of averaging with it.
+    /// True once this node has a model of the network's (resumed, adopted or merged): until
+    /// then it offers one fresh model at a time for adoption instead of averaging.
     adopted: bool,
     last_announce: Option<Instant>,
     /// This node's recent time per announced round (moving average), the unit of a

@@ -92,12 +92,7 @@ impl Policy {
         recent: Duration,
         rng: &mut impl Rng,
     ) -> Vec<&'a Known<P>> {
-        let eligible: Vec<&Known<P>> = known
-            .iter()
-            .filter(|k| now.saturating_sub(k.seen_at) <= self.freshness)
-            .filter(|k| Some(&k.manifest) != own)
-            .filter(|k| !avoid.contains(&k.peer))
-            .collect();
+        let eligible = self.eligible(known, own, avoid, now);
         let n = self.fanout.min(eligible.len());
         let mut chosen: Vec<&Known<P>> = match self.staleness {
             Staleness::Ignore => index::sample(rng, eligible.len(), n)
@@ -130,6 +125,22 @@ impl Policy {
         chosen
     }
 
+    /// Fresh announcements of models other than ours, from peers not avoided.
+    fn eligible<'a, P: PartialEq>(
+        &self,
+        known: &'a [Known<P>],
+        own: Option<&ManifestId>,
+        avoid: &[P],
+        now: Duration,
+    ) -> Vec<&'a Known<P>> {
+        known
+            .iter()
+            .filter(|k| now.saturating_sub(k.seen_at) <= self.freshness)
+            .filter(|k| Some(&k.manifest) != own)
+            .filter(|k| !avoid.contains(&k.peer))
+            .collect()
+    }
+
     /// A fresh node's adoption candidate: one fresh announcement of a model other than ours,
     /// from a peer not avoided, drawn uniformly at random. Nothing the peers claim (version,
     /// samples) decides it: the training thread then adopts the model only if it beats this
@@ -143,12 +154,7 @@ impl Policy {
         now: Duration,
         rng: &mut impl Rng,
     ) -> Option<&'a Known<P>> {
-        let eligible: Vec<&Known<P>> = known
-            .iter()
-            .filter(|k| now.saturating_sub(k.seen_at) <= self.freshness)
-            .filter(|k| Some(&k.manifest) != own)
-            .filter(|k| !avoid.contains(&k.peer))
-            .collect();
+        let eligible = self.eligible(known, own, avoid, now);
         if eligible.is_empty() {
             return None;
         }

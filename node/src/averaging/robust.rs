@@ -155,6 +155,11 @@ impl NormHistory {
     }
 }
 
+/// The Euclidean norm of a model's weights.
+pub fn norm(a: &[f32]) -> f32 {
+    a.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt() as f32
+}
+
 /// The Euclidean distance between two models of one layout.
 pub fn distance(a: &[f32], b: &[f32]) -> f32 {
     a.iter()
@@ -164,20 +169,27 @@ pub fn distance(a: &[f32], b: &[f32]) -> f32 {
         .sqrt() as f32
 }
 
-/// The distance check: a partner model farther from this peer's than `max_factor` times the
-/// reference distance is refused (a model scaled, sign-flipped or replaced by noise lands
-/// many times farther away than any honest partner). `max_factor == 0` turns it off.
+/// The distance check: a partner model is refused when it is both farther from this peer's
+/// than `max_factor` times the reference distance and farther than this peer's model is
+/// from zero (`own_norm`). A model scaled, sign-flipped or replaced by noise lands many
+/// times the usual distance away and at least as far as the model's own size (a sign flip
+/// is twice it); an honest peer that drifted apart, say on the other side of a healed
+/// network split, may be many usual distances away but shares most of the model, so it is
+/// kept (and clipped). `max_factor == 0` turns the check off.
 pub fn accept_distance(
     norm: f32,
     reference: Option<f32>,
     max_factor: f32,
+    own_norm: f32,
 ) -> Result<(), Rejection> {
     match reference {
-        Some(r) if max_factor > 0.0 && (norm.is_nan() || norm > max_factor * r) => {
-            Err(Rejection::Distance {
-                norm,
-                bound: max_factor * r,
-            })
+        Some(r) if max_factor > 0.0 => {
+            let bound = (max_factor * r).max(own_norm);
+            if norm.is_nan() || norm > bound {
+                Err(Rejection::Distance { norm, bound })
+            } else {
+                Ok(())
+            }
         }
         _ => Ok(()),
     }
@@ -323,20 +335,28 @@ mod tests {
     }
 
     /// Distances 1 and 100 with nothing remembered: the lower median is 1, so with factor 6
-    /// the 100 is refused, and a clip at 2 x 1 leaves honest differences whole.
+    /// and a model of norm 50 the 100 is refused (and a 40 is not).
     #[test]
     fn the_distance_scale_is_the_lower_median_and_outliers_are_refused() {
         let mut h = NormHistory::default();
         let r = h.reference(&[1.0, 100.0]);
         assert_eq!(r, Some(1.0));
-        assert!(accept_distance(1.0, r, 6.0).is_ok());
+        assert!(accept_distance(1.0, r, 6.0, 50.0).is_ok());
         assert!(matches!(
-            accept_distance(100.0, r, 6.0),
+            accept_distance(100.0, r, 6.0, 50.0),
             Err(Rejection::Distance { .. })
         ));
-        assert!(accept_distance(f32::NAN, r, 6.0).is_err());
-        assert!(accept_distance(100.0, r, 0.0).is_ok(), "factor 0: off");
-        assert!(accept_distance(100.0, None, 6.0).is_ok(), "no scale yet");
+        assert!(accept_distance(f32::NAN, r, 6.0, 50.0).is_err());
+        assert!(
+            accept_distance(100.0, r, 0.0, 50.0).is_ok(),
+            "factor 0: off"
+        );
+        assert!(
+            accept_distance(100.0, None, 6.0, 50.0).is_ok(),
+            "no scale yet"
+        );
+        // A drifted honest peer: 40 usual distances away, but nearer than the model's size.
+        assert!(accept_distance(40.0, r, 6.0, 50.0).is_ok());
         h.remember(&[1.0, 100.0, 1.5, f32::INFINITY]);
         assert_eq!(h.reference(&[1e30]), Some(1.5));
         assert_eq!(distance(&[0.0, 3.0], &[4.0, 0.0]), 5.0);

@@ -339,7 +339,8 @@ pub struct AveragingConfig {
     pub clip_factor: f64,
     /// A partner model farther from this peer's than this many times the distance scale
     /// (the lower median of recent partners' distances and this peer's own progress per
-    /// round) is refused and its peer charged; >= 0, 0 = no distance check. Omitted: 6.
+    /// round), and farther than this peer's model is from zero, is refused and its peer
+    /// charged; >= 0, 0 = no distance check. Omitted: 6.
     pub max_distance: f64,
     /// A partner model whose loss on the held-back data exceeds this many times the
     /// reference loss (the larger of this peer's and the lower median of recent partners'),

@@ -408,6 +408,7 @@ impl Worker {
             .filter(|d| *d > 0.0);
         let current: Vec<f32> = norms.iter().flatten().copied().chain(own_step).collect();
         let scale = self.norms.reference(&current);
+        let own_norm = robust::norm(own.values());
         self.norms.remember(&current);
         let defence = self.policy.defence;
         let verdicts: Vec<Result<Taken, Rejection>> = checked
@@ -417,7 +418,8 @@ impl Worker {
                 c.clone()
                     .and_then(|loss| match norm {
                         Some(n) => {
-                            robust::accept_distance(*n, scale, defence.max_distance).map(|()| loss)
+                            robust::accept_distance(*n, scale, defence.max_distance, own_norm)
+                                .map(|()| loss)
                         }
                         None => Ok(loss),
                     })

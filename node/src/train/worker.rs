@@ -35,6 +35,9 @@ const EVAL_COST_RATIO: u32 = 10;
 /// How long an idle trainer sleeps between two looks at its stop flag and merge queue.
 const IDLE_SLICE: Duration = Duration::from_millis(10);
 
+/// Clipping never cuts below `clip_factor` times the model's norm over this.
+const CLIP_FLOOR_DIVISOR: f32 = 10.0;
+
 /// How often a trainer waiting for its round's merge looks for it.
 const MERGE_POLL: Duration = Duration::from_millis(1);
 
@@ -459,7 +462,11 @@ impl Worker {
             own.values_mut(),
             &slices,
             &kept,
-            scale.map(|s| s * defence.clip_factor),
+            // At least a tenth of the model's norm: when most partners are near (a network
+            // just healed from a split, whose halves converged apart), the lower median
+            // shrinks to the near ones' distance, and the far honest half would be merged
+            // in slivers. Models as far as the model's norm are refused above.
+            scale.map(|s| s.max(own_norm / CLIP_FLOOR_DIVISOR) * defence.clip_factor),
         );
         Counters::add(&self.counters.merges_clipped, done.clipped as u64);
         if !self.policy.outer.is_plain() {

@@ -204,6 +204,7 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<RunningNode> {
         budgets,
         peers: PeerTable::default(),
         penalized: HashMap::new(),
+        last_decay: Instant::now(),
         layout: None,
         version,
         own: None,
@@ -258,6 +259,8 @@ struct NodeTask {
     peers: PeerTable,
     /// The charges last turned into each peer's gossip score.
     penalized: HashMap<PeerId, u32>,
+    /// When charges last faded.
+    last_decay: Instant,
     /// This node's model layout (known after its first round): a partner model of another
     /// is refused before any chunk of it is fetched.
     layout: Option<Layout>,
@@ -312,6 +315,12 @@ const CHECKPOINT_EVERY: Duration = Duration::from_secs(2);
 /// How long a peer whose charges reached the error budget stays blocked (disconnected, its
 /// connections refused, its announcements ignored). Afterwards half its charges are forgiven.
 pub const BLOCK_FOR: Duration = Duration::from_secs(120);
+
+/// A peer over its budget is blocked only if it was heard this recently.
+const BLOCK_IF_HEARD_WITHIN: Duration = Duration::from_secs(5);
+
+/// Every this long, one charge of every charged peer is forgiven.
+const CHARGE_DECAY: Duration = Duration::from_secs(10);
 
 /// Charges for a model that failed a check (a bad chunk costs one). Fetching it forgave its
 /// peer up to two (a good manifest answer, and its chunks once the fetch completed), so a
@@ -719,9 +728,25 @@ impl NodeTask {
             tracing::info!(%peer, "block ended");
             self.budgets.pardon(&peer);
         }
+        // Charges fade: one forgiven per peer every CHARGE_DECAY, so a peer charged for
+        // timeouts while a network split cut it off is chosen again some time after the heal.
+        if self.last_decay.elapsed() >= CHARGE_DECAY {
+            self.last_decay = Instant::now();
+            for (peer, _) in self.budgets.snapshot() {
+                self.budgets.forgive(peer);
+            }
+        }
         let charges = self.budgets.snapshot();
         for (peer, n) in &charges {
-            if self.budgets.exhausted(peer) && !self.peers.blocked.contains_key(peer) {
+            // Only a peer heard just now is blocked: one that is present and misbehaving. A
+            // peer cut off by a split (its requests time out, it is not heard) is only
+            // avoided while over its budget.
+            let present = self
+                .peers
+                .known
+                .get(peer)
+                .is_some_and(|h| h.at.elapsed() <= BLOCK_IF_HEARD_WITHIN);
+            if present && self.budgets.exhausted(peer) && !self.peers.blocked.contains_key(peer) {
                 tracing::warn!(%peer, charges = n, "error budget spent: blocking for {BLOCK_FOR:?}");
                 self.peers.block(*peer, now + BLOCK_FOR);
                 self.client.block(*peer, BLOCK_FOR).await;

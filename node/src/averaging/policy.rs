@@ -143,7 +143,7 @@ impl Policy {
 
     /// A fresh node's adoption candidate: one fresh announcement of a model other than ours,
     /// from a peer not avoided, drawn uniformly at random. Nothing the peers claim (version,
-    /// samples) decides it: the training thread then adopts the model only if it beats this
+    /// samples) decides it: the training thread then adopts the model only if it clearly beats this
     /// node's own on its held-back data, so a peer announcing the highest version is no more
     /// likely to be adopted than any other, and a bad model is refused.
     pub fn adoption_candidate<'a, P: PartialEq>(

@@ -123,12 +123,17 @@ pub fn accept_for_merge(reference: f32, partner: f32, ratio: f32) -> Result<(), 
     Ok(())
 }
 
-/// Whether a model offered for adoption replaces this peer's outright: only if it does
-/// strictly better than this peer's own model on the held-back slice. One that does not
+/// A model offered for adoption must score below this fraction of this peer's own loss to
+/// replace its model outright: at the start every model scores near chance, and a poisoned
+/// one (a sign flip of a near-initial model) can beat a fresh model by luck.
+pub const ADOPT_RATIO: f32 = 0.8;
+
+/// Whether a model offered for adoption replaces this peer's outright: only if its loss on
+/// the held-back slice is below [`ADOPT_RATIO`] times this peer's own model's. One that does not
 /// is merged instead if it passes [`accept_for_merge`] (on a skewed shard a good network
 /// model may still score worse than a local model on local data).
 pub fn adopt_outright(own: f32, partner: f32) -> bool {
-    partner.is_finite() && (partner < own || !own.is_finite())
+    partner.is_finite() && (partner < ADOPT_RATIO * own || !own.is_finite())
 }
 
 /// Recent distances between this peer's model and the models it met (partners', and its
@@ -330,6 +335,7 @@ mod tests {
         );
         assert!(adopt_outright(2.3, 0.4));
         assert!(!adopt_outright(0.4, 0.4), "not better");
+        assert!(!adopt_outright(2.3, 2.0), "better by luck, not clearly");
         assert!(!adopt_outright(0.4, f32::NAN));
         assert!(adopt_outright(f32::NAN, 0.4));
     }

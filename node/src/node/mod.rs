@@ -649,7 +649,7 @@ impl NodeTask {
             .collect();
         // A fresh node that hears the network has moved on (some announcement claims a
         // later version than its own) tries to adopt a model instead of averaging: a fresh
-        // model drawn at random, which the training thread takes only if it beats its own
+        // model drawn at random, which the training thread takes only if it clearly beats its own
         // on held-back data. The claim only starts the attempt; it picks nothing.
         let recent = self.round_time.unwrap_or(MIN_ANNOUNCE_INTERVAL);
         let candidate = if self.adopted || !known.iter().any(|k| k.version > self.version) {

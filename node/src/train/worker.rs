@@ -147,7 +147,7 @@ pub enum ToTrainer {
         verdicts: Verdicts,
     },
     /// Replace the weights outright (a late joiner adopting the network's model) if `model`
-    /// does better than them on the held-back data; else merge with it as with a partner.
+    /// scores below `robust::ADOPT_RATIO` times them on the held-back data; else merge with it as with a partner.
     Adopt {
         model: FlatParams,
         verdicts: Verdicts,
@@ -325,7 +325,7 @@ impl Worker {
     }
 
     /// Applies one message from the node: a merge of the partners that pass the check
-    /// (then the outer step), an adoption if the model does better (else a merge with it),
+    /// (then the outer step), an adoption if the model clearly does better (else a merge with it),
     /// or nothing; says which models were taken. A model that fails leaves the weights as
     /// they were.
     fn apply(&mut self, msg: ToTrainer) -> Result<(), TrainError> {

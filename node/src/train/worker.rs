@@ -465,7 +465,7 @@ impl Worker {
             // At least a tenth of the model's norm: when most partners are near (a network
             // just healed from a split, whose halves converged apart), the lower median
             // shrinks to the near ones' distance, and the far honest half would be merged
-            // in slivers. Models as far as the model's norm are refused above.
+            // in slivers. Models much farther than the model's norm are refused above.
             scale.map(|s| s.max(own_norm / CLIP_FLOOR_DIVISOR) * defence.clip_factor),
         );
         Counters::add(&self.counters.merges_clipped, done.clipped as u64);

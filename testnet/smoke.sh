@@ -4,7 +4,10 @@
 #   1. kill a peer: the others keep merging;
 #   2. restart it: it resumes from its checkpoint (same version counter, continuing);
 #   3. split the network in two halves: both keep training;
-#   4. heal: the consensus distance falls again, every peer ends within 3 points of the mean.
+#   4. heal: the consensus distance falls again, every peer ends within 3 points of the mean;
+#   5. kill the bootstrap peer (peer0, the only one in the others' configs): the others keep
+#      merging, and a late peer (`docker run` on the compose network, same image) whose config
+#      names only peer1 joins: it hears the other survivors and merges.
 # Every wait polls with a deadline. Everything is torn down even on failure; on failure the
 # peers' logs are printed.
 source "$(dirname "$0")/lib.sh"
@@ -14,7 +17,13 @@ T0=$(date +%s)
 PHASE_T=$T0
 failed=1
 
+LATE=murmur-late
 cleanup() {
+  if [ "$failed" -ne 0 ] && docker inspect "$LATE" >/dev/null 2>&1; then
+    echo "----- logs of the late peer (last 40 lines) -----"
+    docker logs --tail 40 "$LATE" 2>&1 || true
+  fi
+  docker rm -f "$LATE" >/dev/null 2>&1 || true
   if [ "$failed" -ne 0 ] && [ -f "$RUN_DIR/docker-compose.yml" ]; then
     for i in $(seq 0 $((N - 1))); do
       echo "----- logs of peer$i (last 40 lines) -----"
@@ -115,5 +124,41 @@ wait_until 120 "consensus distance falling below 0.6x its peak after the heal, e
 phase "healed: consensus distance at peer0 peaked at $cd_peak, now $(field 0 .consensus_distance)"
 
 say "final accuracies: $(api 0 /api/network | jq -c '[.peers[] | {peer: .peer_id[-6:], accuracy: (.accuracy * 1000 | round / 1000), version}]')"
+
+# 5. Kill the bootstrap peer: the others keep merging with each other; a late peer that knows
+# only peer1 joins.
+for i in $(seq 1 $((N - 1))); do before[$i]=$(merges_of "$i"); done
+boot_id=$(field 0 .peer_id)
+"$TESTNET_DIR/chaos.sh" kill 0
+# Each survivor merged 3+ times since, and its latest 3 averagings took models of survivors only.
+survivors_merge() {
+  for i in $(seq 1 $((N - 1))); do
+    local m; m=$(merges_of "$i"); [ -n "$m" ] && [ "$m" -ge $(( ${before[$i]} + 3 )) ] || return 1
+    api "$i" /api/status | jq -e --arg boot "$boot_id" '
+      [.averagings[-3:][] | select(.outcome == "merged") | .models[] | select(.error == null)
+       | .peer_id] | length > 0 and all(. != $boot)' >/dev/null || return 1
+  done
+}
+wait_until 30 "the survivors merging without the bootstrap peer" survivors_merge
+phase "killed the bootstrap peer peer0; peers 1-$((N - 1)) merged 3+ times each since"
+
+sed -e "s|^bootstrap = .*|bootstrap = [\"/ip4/$(peer_ip 1)/tcp/4001\"]|" \
+    -e "s|^shard = .*|shard = \"0/$N\"|" \
+    -e "s|^# Peer .*|# The smoke test's late peer: bootstraps from peer1 only.|" \
+    "$RUN_DIR/peers/peer1.toml" > "$RUN_DIR/peers/late.toml"
+grep -q "$(peer_ip 1)/tcp/4001" "$RUN_DIR/peers/late.toml" || fail "late peer config: no bootstrap"
+docker run -d --name "$LATE" --init --network murmur-testnet --ip "$(peer_ip "$N")" \
+  -p "127.0.0.1:$((8080 + N)):8080" -e RUST_LOG=info \
+  -v "$RUN_DIR/peers/late.toml:/config/peer.toml:ro" "$MURMUR_IMAGE" >/dev/null
+survivor_ids=$(for i in $(seq 1 $((N - 1))); do field "$i" .peer_id; done | tr '\n' ' ')
+late_joined() {
+  local s; s=$(api "$N" /api/status); [ -n "$s" ] || return 1
+  echo "$s" | jq -e --arg ids "$survivor_ids" '
+    ($ids | split(" ") | map(select(. != ""))) as $want
+    | ([.peers[].peer_id] as $heard | $want | all(. as $p | $heard | index($p)))
+      and .counters.merges >= 2' >/dev/null
+}
+wait_until 40 "the late peer (bootstrapped from peer1 only) hearing every survivor and merging" late_joined
+phase "late peer joined through peer1: hears $(api "$N" /api/status | jq '.peers | length') peers, merged $(api "$N" /api/status | jq .counters.merges) times"
 say "smoke test passed in $(( $(date +%s) - T0 )) s"
 failed=0

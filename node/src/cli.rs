@@ -32,6 +32,76 @@ pub enum Command {
     /// Benchmarks that print ratios against a baseline measured in the same run.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Checkpoint files.
+    #[command(subcommand)]
+    Checkpoint(CheckpointCommand),
+    /// Print the peer id of a data directory's identity (created if missing), for another
+    /// peer's `network.allow` or `network.deny`.
+    Id(IdArgs),
+    /// Print a fresh random pre-shared key (64 hex digits) for `network.psk`.
+    Psk,
+}
+
+/// Arguments of `murmur id`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct IdArgs {
+    /// The node's data directory (its `identity.key`).
+    #[arg(long, default_value = "murmur-data")]
+    pub data_dir: std::path::PathBuf,
+}
+
+/// Commands on a node's checkpoint file.
+#[derive(Debug, Subcommand)]
+pub enum CheckpointCommand {
+    /// Read a checkpoint as a node does at start (sizes, trailing blake3, manifest id, every
+    /// chunk hash) and print what it holds; exits non-zero if it is missing or not intact.
+    Verify(VerifyArgs),
+}
+
+/// Arguments of `murmur checkpoint verify`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct VerifyArgs {
+    /// The checkpoint file, or a node's data dir (its `checkpoint.bin` is read).
+    pub path: std::path::PathBuf,
+    /// Print one JSON line instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `murmur checkpoint verify`: loads the checkpoint and prints what it holds.
+fn verify_checkpoint(args: &VerifyArgs) -> anyhow::Result<()> {
+    use crate::store::checkpoint;
+    let path = if args.path.is_dir() {
+        checkpoint::checkpoint_path(&args.path)
+    } else {
+        args.path.clone()
+    };
+    let ck = checkpoint::load(&path)?
+        .ok_or_else(|| anyhow::anyhow!("no checkpoint at {}", path.display()))?;
+    let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    if args.json {
+        let line = serde_json::json!({
+            "path": path.display().to_string(),
+            "ok": true,
+            "version": ck.version,
+            "samples": ck.samples,
+            "manifest": ck.manifest_id.to_hex(),
+            "params": ck.params.values().len(),
+            "bytes": bytes,
+        });
+        println!("{line}");
+    } else {
+        println!(
+            "ok: {}: version {}, samples {}, manifest {}, {} parameters, {} bytes",
+            path.display(),
+            ck.version,
+            ck.samples,
+            ck.manifest_id.to_hex(),
+            ck.params.values().len(),
+            bytes
+        );
+    }
+    Ok(())
 }
 
 impl Command {
@@ -40,7 +110,11 @@ impl Command {
         match self {
             Command::Train(args) => args.threads,
             Command::Run(args) => args.threads(),
-            Command::Init(_) | Command::Testnet(_) => 0,
+            Command::Init(_)
+            | Command::Testnet(_)
+            | Command::Checkpoint(_)
+            | Command::Id(_)
+            | Command::Psk => 0,
             // The centralized baselines run on one thread, as each peer does.
             Command::Bench(BenchCommand::Converge(_)) => 1,
             Command::Bench(_) => 0,
@@ -76,6 +150,16 @@ fn block_on<F: std::future::Future>(future: F) -> anyhow::Result<F::Output> {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Init(args) => crate::init::run(&args),
+        Command::Checkpoint(CheckpointCommand::Verify(args)) => verify_checkpoint(&args),
+        Command::Id(args) => {
+            let key = crate::identity::load_or_create(&args.data_dir)?;
+            println!("{}", key.public().to_peer_id());
+            Ok(())
+        }
+        Command::Psk => {
+            println!("{}", crate::network::access::new_psk_hex(&mut rand::rng()));
+            Ok(())
+        }
         Command::Testnet(args) => {
             let summary = block_on(crate::testnet::run(&args))??;
             summary.print(args.json);

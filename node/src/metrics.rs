@@ -40,6 +40,10 @@ pub struct Counters {
     pub announces_rejected: AtomicU64,
     /// CPU time the training thread spent evaluating on the test split, in microseconds.
     pub eval_cpu_micros: AtomicU64,
+    /// Checkpoints written (each complete, synced and renamed into place).
+    pub checkpoints: AtomicU64,
+    /// Checkpoint writes that failed (full disk, read-only data dir, ...); each is retried.
+    pub checkpoint_failures: AtomicU64,
 }
 
 /// A point-in-time copy of [`Counters`], plus the traffic totals.
@@ -60,8 +64,22 @@ pub struct CounterSnapshot {
     pub announces_rejected: u64,
     #[serde(default)]
     pub eval_cpu_micros: u64,
+    #[serde(default)]
+    pub checkpoints: u64,
+    #[serde(default)]
+    pub checkpoint_failures: u64,
     pub bytes_sent: u64,
     pub bytes_received: u64,
+    /// Sync requests this node answered `Busy` (a peer over its share, or the node at a
+    /// serving limit).
+    #[serde(default)]
+    pub busy_sent: u64,
+    /// `Busy` answers this node received (and backed off from).
+    #[serde(default)]
+    pub busy_received: u64,
+    /// Connections that failed or were refused before they were established.
+    #[serde(default)]
+    pub connections_failed: u64,
 }
 
 impl Counters {
@@ -90,8 +108,13 @@ impl Counters {
             fetch_failures: r(&self.fetch_failures),
             announces_rejected: r(&self.announces_rejected),
             eval_cpu_micros: r(&self.eval_cpu_micros),
+            checkpoints: r(&self.checkpoints),
+            checkpoint_failures: r(&self.checkpoint_failures),
             bytes_sent: r(&traffic.sent),
             bytes_received: r(&traffic.received),
+            busy_sent: r(&traffic.busy_sent),
+            busy_received: r(&traffic.busy_received),
+            connections_failed: r(&traffic.connections_failed),
         }
     }
 }

@@ -114,6 +114,9 @@ pub fn options(cfg: &NodeConfig) -> NodeOptions {
             request_timeout: a.request_timeout(),
             corrupt_served_chunks: false,
             never_answer: false,
+            serving: cfg.network.serving(),
+            psk: cfg.network.psk(),
+            access: cfg.network.access(),
         },
         dataset: t.dataset,
         dataset_dir: t.data_dir().map(|p| p.to_path_buf()),
@@ -155,6 +158,7 @@ pub fn options(cfg: &NodeConfig) -> NodeOptions {
         },
         error_budget: a.error_budget,
         store_budget_bytes: cfg.store.memory_budget_bytes(),
+        checkpoint_every: cfg.store.checkpoint_every(),
         hostile: None,
     }
 }

@@ -42,6 +42,9 @@ pub fn options(
             request_timeout: peer.network.request_timeout,
             corrupt_served_chunks: false,
             never_answer: false,
+            serving: Default::default(),
+            psk: None,
+            access: Default::default(),
         },
         dataset: DatasetName::Digits,
         dataset_dir: None,
@@ -68,6 +71,7 @@ pub fn options(
         },
         error_budget: 5,
         store_budget_bytes: 64 << 20,
+        checkpoint_every: peer.checkpoint_every,
         hostile: None,
     }
 }

@@ -26,6 +26,9 @@ fn config(request_timeout: Duration, never_answer: bool) -> NetworkConfig {
         request_timeout,
         corrupt_served_chunks: false,
         never_answer,
+        serving: Default::default(),
+        psk: None,
+        access: Default::default(),
     }
 }
 

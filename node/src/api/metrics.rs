@@ -14,7 +14,7 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 pub fn encode(s: &NodeStatus) -> Result<String, std::fmt::Error> {
     let c = &s.counters;
     let mut r = Registry::with_prefix("murmur");
-    let counters: [(&str, &str, u64); 13] = [
+    let counters: [(&str, &str, u64); 18] = [
         (
             "rounds",
             "Training rounds completed, each announcing a model",
@@ -66,6 +66,31 @@ pub fn encode(s: &NodeStatus) -> Result<String, std::fmt::Error> {
             "received_bytes",
             "Bytes of sync traffic received",
             c.bytes_received,
+        ),
+        (
+            "checkpoints",
+            "Checkpoints written, synced and renamed into place",
+            c.checkpoints,
+        ),
+        (
+            "checkpoint_failures",
+            "Checkpoint writes that failed (each retried later)",
+            c.checkpoint_failures,
+        ),
+        (
+            "busy_sent",
+            "Sync requests answered Busy (a peer over its share, or this node at a limit)",
+            c.busy_sent,
+        ),
+        (
+            "busy_received",
+            "Busy answers received (backed off from, never charged)",
+            c.busy_received,
+        ),
+        (
+            "connections_failed",
+            "Connections that failed or were refused before being established",
+            c.connections_failed,
         ),
         (
             "samples_trained",

@@ -7,21 +7,29 @@
 //! holder. A request that fails or times out (the network's request timeout, shorter than the
 //! deadline) is charged to its peer and its chunks are asked of another holder when one is
 //! left.
+//!
+//! A `Busy` answer is honest (the holder is at its serving limits): it is never charged. The
+//! peer is left alone for a backoff ([`crate::network::limits::busy_backoff`], 100 ms doubling
+//! to 2 s while it stays busy) and its chunks go to another holder, or back to it once the
+//! backoff ends. Requests are sized to the holders' response cap
+//! ([`MAX_SERVED_CHUNK_DATA`]) and never name a chunk twice: replies match the request's ids
+//! one to one, in order.
 
+use crate::network::limits::{MAX_SERVED_CHUNK_DATA, busy_backoff};
 use crate::network::{Client, RequestError};
 use crate::store::ChunkStore;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use libp2p::PeerId;
 use murmur_protocol::codec::decode_manifest;
-use murmur_protocol::limits::{MAX_CHUNK_RESPONSE_DATA, MAX_CHUNKS_PER_REQUEST};
+use murmur_protocol::limits::MAX_CHUNKS_PER_REQUEST;
 use murmur_protocol::tensor::Layout;
 use murmur_protocol::{
     ChunkId, ChunkReply, DecodeError, FlatParams, Manifest, ManifestId, Request, Response,
 };
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Limits of one fetch.
 #[derive(Debug, Clone, Copy)]
@@ -100,6 +108,13 @@ impl ErrorBudgets {
 /// request that failed at once.
 pub const TIMEOUT_CHARGES: u32 = 2;
 
+/// Charges for a manifest whose layout is not ours (a model of another shape, or one that
+/// repeats chunk ids): as many as a model the training thread refuses
+/// (`node::REJECTED_MODEL_CHARGES`), since it is one. With a single charge, fading at one
+/// per 10 s, a peer announcing such manifests was never blocked (the attack matrix's
+/// `dup-chunks` kept all its links).
+pub const LAYOUT_CHARGES: u32 = 4;
+
 /// Charges `peer` for a failed request: [`TIMEOUT_CHARGES`] for a timeout, one otherwise.
 fn charge_failure(budgets: &ErrorBudgets, peer: PeerId, error: &RequestError) {
     let n = match error {
@@ -108,6 +123,48 @@ fn charge_failure(budgets: &ErrorBudgets, peer: PeerId, error: &RequestError) {
     };
     for _ in 0..n {
         budgets.charge(peer);
+    }
+}
+
+/// Peers that answered `Busy`, and when each may be asked again. Pure: the time is an
+/// argument.
+#[derive(Debug, Default)]
+pub struct Backoff {
+    peers: HashMap<PeerId, (u32, Instant)>,
+}
+
+impl Backoff {
+    /// `peer` answered `Busy` at `now`: leave it alone for [`busy_backoff`] of its
+    /// consecutive `Busy` answers. Returns the wait.
+    pub fn busy(&mut self, peer: PeerId, now: Instant) -> Duration {
+        let entry = self.peers.entry(peer).or_insert((0, now));
+        entry.0 = entry.0.saturating_add(1);
+        let wait = busy_backoff(entry.0);
+        entry.1 = now + wait;
+        wait
+    }
+
+    /// `peer` served a request: its next `Busy` starts the backoff over.
+    pub fn served(&mut self, peer: &PeerId) {
+        self.peers.remove(peer);
+    }
+
+    /// True when `peer` may be asked at `now`.
+    pub fn ready(&self, peer: &PeerId, now: Instant) -> bool {
+        self.peers.get(peer).is_none_or(|(_, until)| *until <= now)
+    }
+
+    /// The earliest end of a backoff still running at `now`, among `peers`.
+    pub fn next_ready<'a>(
+        &self,
+        peers: impl IntoIterator<Item = &'a PeerId>,
+        now: Instant,
+    ) -> Option<Instant> {
+        peers
+            .into_iter()
+            .filter_map(|p| self.peers.get(p).map(|(_, until)| *until))
+            .filter(|until| *until > now)
+            .min()
     }
 }
 
@@ -228,36 +285,58 @@ async fn fetch_manifest(
         check_layout(id, &manifest, expected)?;
         return Ok(manifest);
     }
-    for &peer in holders.iter().filter(|p| !budgets.exhausted(p)) {
-        match client.request(peer, Request::Manifest(id)).await {
-            Ok(Response::Manifest(Some(bytes))) => match accept_manifest(&bytes, id, expected) {
-                Ok(manifest) => {
-                    budgets.forgive(peer);
-                    store.insert_manifest(id, manifest.clone(), bytes);
-                    return Ok(manifest);
-                }
-                Err(Refusal::Invalid(e)) => {
-                    tracing::warn!(%peer, "bad manifest {}: {e}", id.short());
-                    budgets.charge(peer);
-                }
-                Err(Refusal::Layout(e)) => {
-                    // Every holder would serve these same bytes: stop here.
-                    tracing::warn!(%peer, "{e}");
-                    budgets.charge(peer);
-                    return Err(e);
-                }
-            },
-            Ok(Response::Manifest(None) | Response::Busy) => {}
-            Ok(other) => {
-                tracing::warn!(%peer, "answered a manifest request with {other:?}");
-                budgets.charge(peer);
+    // Holders that answered `Busy` are asked again after their backoff (the fetch's
+    // deadline bounds the waiting); nobody else is asked twice.
+    let mut backoff = Backoff::default();
+    let mut ask: Vec<PeerId> = holders.to_vec();
+    while !ask.is_empty() {
+        if let Some(wake) = backoff.next_ready(&ask, Instant::now()) {
+            tokio::time::sleep_until(tokio::time::Instant::from_std(wake)).await;
+        }
+        let mut busy = Vec::new();
+        for peer in std::mem::take(&mut ask) {
+            if budgets.exhausted(&peer) {
+                continue;
             }
-            Err(RequestError::Stopped) => break,
-            Err(e) => {
-                tracing::debug!("{e}");
-                charge_failure(budgets, peer, &e);
+            match client.request(peer, Request::Manifest(id)).await {
+                Ok(Response::Busy) => {
+                    backoff.busy(peer, Instant::now());
+                    busy.push(peer);
+                }
+                Ok(Response::Manifest(Some(bytes))) => {
+                    match accept_manifest(&bytes, id, expected) {
+                        Ok(manifest) => {
+                            budgets.forgive(peer);
+                            store.insert_manifest(id, manifest.clone(), bytes);
+                            return Ok(manifest);
+                        }
+                        Err(Refusal::Invalid(e)) => {
+                            tracing::warn!(%peer, "bad manifest {}: {e}", id.short());
+                            budgets.charge(peer);
+                        }
+                        Err(Refusal::Layout(e)) => {
+                            // Every holder would serve these same bytes: stop here.
+                            tracing::warn!(%peer, "{e}");
+                            for _ in 0..LAYOUT_CHARGES {
+                                budgets.charge(peer);
+                            }
+                            return Err(e);
+                        }
+                    }
+                }
+                Ok(Response::Manifest(None)) => {}
+                Ok(other) => {
+                    tracing::warn!(%peer, "answered a manifest request with {other:?}");
+                    budgets.charge(peer);
+                }
+                Err(RequestError::Stopped) => return Err(FetchError::NoManifest(id)),
+                Err(e) => {
+                    tracing::debug!("{e}");
+                    charge_failure(budgets, peer, &e);
+                }
             }
         }
+        ask = busy;
     }
     Err(FetchError::NoManifest(id))
 }
@@ -275,7 +354,7 @@ async fn fetch_inner(
     let missing = store.missing(&manifest);
     let reused = manifest.chunks.len() - missing.len();
     // Enough requests to keep every holder's in-flight slots busy, each within one response.
-    let by_budget = (MAX_CHUNK_RESPONSE_DATA / manifest.chunk_size.max(1) as usize)
+    let by_budget = (MAX_SERVED_CHUNK_DATA / manifest.chunk_size.max(1) as usize)
         .clamp(1, MAX_CHUNKS_PER_REQUEST);
     let slots = (limits.per_peer_inflight * holders.len()).max(1);
     let per_request = missing.len().div_ceil(slots).clamp(1, by_budget);
@@ -286,13 +365,15 @@ async fn fetch_inner(
     let mut requests = FuturesUnordered::new();
     let (mut fetched, mut bytes) = (0usize, 0u64);
     let mut sources: HashMap<PeerId, usize> = HashMap::new();
+    let mut backoff = Backoff::default();
 
     loop {
+        let now = Instant::now();
         // Hand out batches while some holder has room.
         while !queue.is_empty() {
             let Some(peer) = holders
                 .iter()
-                .filter(|p| !budgets.exhausted(p))
+                .filter(|p| !budgets.exhausted(p) && backoff.ready(p, now))
                 .filter(|p| inflight.get(*p).copied().unwrap_or(0) < limits.per_peer_inflight)
                 .filter(|p| {
                     queue
@@ -310,6 +391,8 @@ async fn fetch_inner(
                     Some(c) if refused.get(&c).is_some_and(|r| r.contains(&peer)) => {
                         skipped.push(c)
                     }
+                    // Already in this batch: a request names each chunk once.
+                    Some(c) if batch.contains(&c) => {}
                     Some(c) => batch.push(c),
                     None => break,
                 }
@@ -322,7 +405,25 @@ async fn fetch_inner(
                 (peer, batch, result)
             });
         }
-        let Some((peer, batch, result)) = requests.next().await else {
+        // Wait for an answer, or for a busy holder's backoff to end if that comes first.
+        let usable: Vec<&PeerId> = holders.iter().filter(|p| !budgets.exhausted(p)).collect();
+        let wake = (!queue.is_empty())
+            .then(|| backoff.next_ready(usable, now))
+            .flatten()
+            .map(tokio::time::Instant::from_std);
+        let next = match (requests.is_empty(), wake) {
+            (true, None) => None,
+            (true, Some(wake)) => {
+                tokio::time::sleep_until(wake).await;
+                continue;
+            }
+            (false, None) => requests.next().await,
+            (false, Some(wake)) => tokio::select! {
+                next = requests.next() => next,
+                _ = tokio::time::sleep_until(wake) => continue,
+            },
+        };
+        let Some((peer, batch, result)) = next else {
             if queue.is_empty() {
                 break;
             }
@@ -336,6 +437,7 @@ async fn fetch_inner(
         }
         match result {
             Ok(Response::Chunks(replies)) if replies.len() == batch.len() => {
+                backoff.served(&peer);
                 let mut good = true;
                 for (chunk, reply) in batch.into_iter().zip(replies) {
                     match reply {
@@ -369,7 +471,15 @@ async fn fetch_inner(
                     budgets.charge(peer);
                 }
             }
-            Ok(Response::Busy) => queue.extend(batch),
+            Ok(Response::Busy) => {
+                // Honest: not charged. Another holder takes these chunks, or this one after
+                // its backoff.
+                let wait = backoff.busy(peer, Instant::now());
+                tracing::debug!(%peer, ?wait, "busy; backing off");
+                for chunk in batch.into_iter().rev() {
+                    queue.push_front(chunk);
+                }
+            }
             Ok(other) => {
                 tracing::warn!(%peer, "answered a chunk request with {} replies for {} ids or {other:?}", match &other { Response::Chunks(r) => r.len(), _ => 0 }, batch.len());
                 budgets.charge(peer);
@@ -449,6 +559,32 @@ mod tests {
 
     fn layout(s: &Snapshot) -> Layout {
         s.manifest.validate().unwrap()
+    }
+
+    #[test]
+    fn a_busy_peer_is_left_alone_for_a_growing_backoff_until_it_serves() {
+        let t0 = Instant::now();
+        let (a, b) = (PeerId::random(), PeerId::random());
+        let mut backoff = Backoff::default();
+        assert!(backoff.ready(&a, t0));
+        assert_eq!(backoff.next_ready([&a, &b], t0), None);
+        assert_eq!(backoff.busy(a, t0), Duration::from_millis(100));
+        assert!(!backoff.ready(&a, t0) && backoff.ready(&b, t0));
+        assert_eq!(
+            backoff.next_ready([&a, &b], t0),
+            Some(t0 + Duration::from_millis(100))
+        );
+        // Not among the peers asked about: no wake-up for it.
+        assert_eq!(backoff.next_ready([&b], t0), None);
+        let t1 = t0 + Duration::from_millis(100);
+        assert!(backoff.ready(&a, t1));
+        assert_eq!(backoff.next_ready([&a], t1), None);
+        assert_eq!(backoff.busy(a, t1), Duration::from_millis(200));
+        assert_eq!(backoff.busy(a, t1), Duration::from_millis(400));
+        assert!(!backoff.ready(&a, t1 + Duration::from_millis(399)));
+        backoff.served(&a);
+        assert!(backoff.ready(&a, t1));
+        assert_eq!(backoff.busy(a, t1), Duration::from_millis(100));
     }
 
     #[test]

@@ -90,6 +90,14 @@ fn net_config() -> NetworkConfig {
         request_timeout: Duration::from_secs(30),
         corrupt_served_chunks: false,
         never_answer: false,
+        // Throughput is what is measured here: no per-peer share.
+        serving: crate::network::ServeLimits {
+            peer_requests_per_sec: 10_000.0,
+            peer_upload_bytes_per_sec: None,
+            max_upload_bytes_per_sec: None,
+        },
+        psk: None,
+        access: Default::default(),
     }
 }
 

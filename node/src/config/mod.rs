@@ -16,8 +16,8 @@ use crate::data::{DatasetName, Partition, ShardSpec};
 use crate::model::{ConvImpl, DEFAULT_MLP_HIDDEN, ModelKind};
 use crate::train::TrainConfig;
 use crate::train::optim::{OptimConfig, OptimizerKind};
-use libp2p::Multiaddr;
 use libp2p::multiaddr::Protocol;
+use libp2p::{Multiaddr, PeerId};
 use murmur_protocol::limits::{DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -139,8 +139,8 @@ impl Default for NodeConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NetworkConfig {
-    /// Multiaddrs to listen on (port 0 = any free port). Omitted: TCP and QUIC on every
-    /// interface, `/ip4/0.0.0.0/tcp/0` and `/ip4/0.0.0.0/udp/0/quic-v1`.
+    /// Multiaddrs to listen on (port 0 = any free port); QUIC (`/udp/<port>/quic-v1`) only
+    /// when listed. Omitted: TCP on every interface, `/ip4/0.0.0.0/tcp/0`.
     #[serde(with = "text::list")]
     pub listen: Vec<Multiaddr>,
     /// Multiaddrs of peers to dial at start, each ending in `/p2p/<peer id>`. Omitted: none
@@ -156,21 +156,43 @@ pub struct NetworkConfig {
     pub max_connections: u32,
     /// Seconds a connection with no open stream is kept before it is closed. Omitted: 60.
     pub idle_timeout_secs: u64,
+    /// Most sync requests per second one peer may make of this node (bursts of twice that);
+    /// past it the peer is answered `Busy`. Omitted: 50.
+    pub peer_requests_per_sec: u32,
+    /// Most megabits per second one peer may download from this node, 0 = no per-peer limit;
+    /// past it the peer is answered `Busy`. Omitted: 400.
+    pub peer_upload_mbps: f64,
+    /// Most megabits per second this node uploads to all peers together, 0 = unlimited; each
+    /// active peer gets an equal share of it. Omitted: 0.
+    pub max_upload_mbps: f64,
+    /// The private network's pre-shared key, 64 hex digits (`murmur psk` makes one): every
+    /// connection is wrapped in libp2p pnet, and a peer without the key never completes one.
+    /// TCP only: a config with a key and a QUIC address is refused. Omitted: `""` (none).
+    pub psk: String,
+    /// Peer ids allowed to connect; empty = everyone. Omitted: `[]`.
+    #[serde(with = "text::list")]
+    pub allow: Vec<PeerId>,
+    /// Peer ids never allowed to connect (wins over `allow`). Omitted: `[]`.
+    #[serde(with = "text::list")]
+    pub deny: Vec<PeerId>,
 }
 
 impl Default for NetworkConfig {
     fn default() -> Self {
         let any = Multiaddr::empty().with(Protocol::Ip4(Ipv4Addr::UNSPECIFIED));
         Self {
-            listen: vec![
-                any.clone().with(Protocol::Tcp(0)),
-                any.with(Protocol::Udp(0)).with(Protocol::QuicV1),
-            ],
+            listen: vec![any.with(Protocol::Tcp(0))],
             bootstrap: Vec::new(),
             mdns: true,
             kademlia: true,
             max_connections: 64,
             idle_timeout_secs: 60,
+            peer_requests_per_sec: 50,
+            peer_upload_mbps: 400.0,
+            max_upload_mbps: 0.0,
+            psk: String::new(),
+            allow: Vec::new(),
+            deny: Vec::new(),
         }
     }
 }
@@ -179,6 +201,16 @@ impl NetworkConfig {
     /// [`Self::idle_timeout_secs`] as a duration.
     pub fn idle_timeout(&self) -> Duration {
         Duration::from_secs(self.idle_timeout_secs)
+    }
+
+    /// The serving limits these keys describe.
+    pub fn serving(&self) -> crate::network::ServeLimits {
+        use crate::network::limits::rate_limit;
+        crate::network::ServeLimits {
+            peer_requests_per_sec: f64::from(self.peer_requests_per_sec),
+            peer_upload_bytes_per_sec: rate_limit(self.peer_upload_mbps),
+            max_upload_bytes_per_sec: rate_limit(self.max_upload_mbps),
+        }
     }
 }
 
@@ -430,12 +462,16 @@ impl AveragingConfig {
 pub struct StoreConfig {
     /// Most memory the chunk store holds, in MiB, >= 1. Omitted: 256.
     pub memory_budget_mb: u64,
+    /// Least seconds between two checkpoints of the model, > 0 (fractions allowed; a round
+    /// takes at least 0.25 s). Omitted: 2.
+    pub checkpoint_every_secs: f64,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
         Self {
             memory_budget_mb: 256,
+            checkpoint_every_secs: 2.0,
         }
     }
 }
@@ -444,6 +480,12 @@ impl StoreConfig {
     /// [`Self::memory_budget_mb`] in bytes (saturating).
     pub fn memory_budget_bytes(&self) -> u64 {
         self.memory_budget_mb.saturating_mul(1024 * 1024)
+    }
+
+    /// [`Self::checkpoint_every_secs`] as a duration (2 s if out of range; `validate` refuses
+    /// such a value).
+    pub fn checkpoint_every(&self) -> Duration {
+        Duration::try_from_secs_f64(self.checkpoint_every_secs).unwrap_or(Duration::from_secs(2))
     }
 }
 
@@ -570,6 +612,17 @@ impl NodeConfig {
                 "must be at least 1",
             ));
         }
+        positive(
+            "store.checkpoint_every_secs",
+            self.store.checkpoint_every_secs,
+        )?;
+        if self.store.checkpoint_every_secs > 86_400.0 {
+            return Err(ConfigError::invalid(
+                "store.checkpoint_every_secs",
+                self.store.checkpoint_every_secs,
+                "must be at most 86400 (a day)",
+            ));
+        }
         Ok(())
     }
 }
@@ -646,7 +699,52 @@ impl NetworkConfig {
             }
         }
         at_least("network.max_connections", self.max_connections, 1)?;
+        at_least(
+            "network.peer_requests_per_sec",
+            self.peer_requests_per_sec,
+            1,
+        )?;
+        for (key, mbps) in [
+            ("network.peer_upload_mbps", self.peer_upload_mbps),
+            ("network.max_upload_mbps", self.max_upload_mbps),
+        ] {
+            if !(mbps.is_finite() && mbps >= 0.0) {
+                return Err(ConfigError::invalid(
+                    key,
+                    mbps,
+                    "must be a number of megabits per second, at least 0 (0 = unlimited)",
+                ));
+            }
+        }
+        if !self.psk.is_empty() {
+            crate::network::access::parse_psk(&self.psk)
+                .map_err(|e| ConfigError::invalid("network.psk", "(hidden)", e.to_string()))?;
+            for (key, list) in [("listen", &self.listen), ("bootstrap", &self.bootstrap)] {
+                if let Some((i, addr)) = list.iter().enumerate().find(|(_, a)| {
+                    a.iter()
+                        .any(|p| matches!(p, Protocol::QuicV1 | Protocol::Quic))
+                }) {
+                    return Err(ConfigError::invalid(
+                        format!("network.{key}[{i}]"),
+                        quoted(addr),
+                        "is a QUIC address, and network.psk is set: libp2p's private networks \
+                         (pnet) wrap TCP only, so a QUIC connection would bypass the key; \
+                         use a /tcp/ address or remove network.psk",
+                    ));
+                }
+            }
+        }
         at_least("network.idle_timeout_secs", self.idle_timeout_secs, 1)
+    }
+
+    /// The pre-shared key, if any (checked by validation).
+    pub fn psk(&self) -> Option<libp2p::pnet::PreSharedKey> {
+        crate::network::access::parse_psk(&self.psk).ok()
+    }
+
+    /// Who may connect.
+    pub fn access(&self) -> crate::network::access::Access {
+        crate::network::access::Access::new(self.allow.iter().copied(), self.deny.iter().copied())
     }
 }
 
@@ -943,6 +1041,17 @@ mod text {
                     "not a multiaddr ({e}): expected e.g. /ip4/0.0.0.0/tcp/0, \
                      /ip4/192.0.2.7/udp/4001/quic-v1 or /dns4/host/tcp/4001/p2p/<peer id>"
                 )
+            })
+        }
+        fn to_text(&self) -> String {
+            self.to_string()
+        }
+    }
+
+    impl ConfigText for libp2p::PeerId {
+        fn from_text(text: &str) -> Result<Self, String> {
+            text.parse().map_err(|e| {
+                format!("not a peer id ({e}): expected e.g. 12D3KooW... (`murmur id` prints one)")
             })
         }
         fn to_text(&self) -> String {
@@ -1343,12 +1452,72 @@ mod tests {
                 "peer.toml: store.memory_budget_mb = 0: must be at least 1",
             ),
             (
+                "[store]\ncheckpoint_every_secs = 0.0",
+                "peer.toml: store.checkpoint_every_secs = 0: must be a finite number greater than 0",
+            ),
+            (
+                "[store]\ncheckpoint_every_secs = 1e9",
+                "peer.toml: store.checkpoint_every_secs = 1000000000: must be at most 86400 (a day)",
+            ),
+            (
                 "[network]\nmax_connections = 0",
                 "peer.toml: network.max_connections = 0: must be at least 1",
+            ),
+            (
+                "[network]\npeer_requests_per_sec = 0",
+                "peer.toml: network.peer_requests_per_sec = 0: must be at least 1",
+            ),
+            (
+                "[network]\nmax_upload_mbps = -1.0",
+                "peer.toml: network.max_upload_mbps = -1: must be a number of megabits per \
+                 second, at least 0 (0 = unlimited)",
+            ),
+            (
+                "[network]\npeer_upload_mbps = inf",
+                "peer.toml: network.peer_upload_mbps = inf: must be a number of megabits per \
+                 second, at least 0 (0 = unlimited)",
             ),
         ] {
             assert_eq!(error(text), expected, "{text}");
         }
+    }
+
+    #[test]
+    fn config_private_network_keys_are_checked() {
+        let key = "ab".repeat(32);
+        let cfg = parse(&format!(
+            "[network]\npsk = \"{key}\"\nallow = [\"{PEER_ID}\"]\ndeny = [\"{PEER_ID}\"]\n"
+        ))
+        .unwrap();
+        assert!(cfg.network.psk().is_some());
+        assert!(!cfg.network.access().admits(&PEER_ID.parse().unwrap()));
+        let message = error("[network]\npsk = \"abc\"\n");
+        assert!(
+            message.contains("network.psk") && message.contains("64 hex digits"),
+            "{message}"
+        );
+        assert!(
+            !message.contains("abc"),
+            "the key is never echoed: {message}"
+        );
+        // A key with a QUIC address, listened on or dialled, is refused with the reason.
+        for key_line in [
+            "listen = [\"/ip4/0.0.0.0/udp/0/quic-v1\"]",
+            "bootstrap = [\"/ip4/192.0.2.7/udp/4001/quic-v1\"]",
+        ] {
+            let message = error(&format!("[network]\npsk = \"{key}\"\n{key_line}\n"));
+            assert!(
+                message.contains("[0]") && message.contains("pnet") && message.contains("TCP only"),
+                "{message}"
+            );
+        }
+        // Without a key, QUIC is fine.
+        assert!(parse("[network]\nlisten = [\"/ip4/0.0.0.0/udp/0/quic-v1\"]\n").is_ok());
+        let message = error("[network]\ndeny = [\"nope\"]\n");
+        assert!(
+            message.contains("network.deny[0]") && message.contains("not a peer id"),
+            "{message}"
+        );
     }
 
     #[test]

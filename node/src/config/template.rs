@@ -32,7 +32,7 @@ data_dir = {data_dir}
 # Multiaddrs to listen on; port 0 = any free port.
 listen = {listen}
 # Peers to dial at start (and again while not connected): IP addresses, best ending in
-# /p2p/<peer id>, e.g. "/ip4/192.0.2.7/udp/4001/quic-v1/p2p/12D3KooW...".
+# /p2p/<peer id>, e.g. "/ip4/192.0.2.7/tcp/4001/p2p/12D3KooW...".
 bootstrap = {bootstrap}
 # Discover peers on the local network (mDNS).
 mdns = {mdns}
@@ -42,6 +42,21 @@ kademlia = {kademlia}
 max_connections = {max_connections}
 # Seconds a connection with no open stream is kept.
 idle_timeout_secs = {idle_timeout_secs}
+# Sync requests per second one peer may make of this peer (bursts of twice that); past it
+# the peer is answered Busy and backs off.
+peer_requests_per_sec = {peer_requests_per_sec}
+# Megabits per second one peer may download from this peer; 0 = no per-peer limit.
+peer_upload_mbps = {peer_upload_mbps}
+# Megabits per second this peer uploads to all peers together, shared equally among the
+# active ones; 0 = unlimited. Caps what murmur takes of a home link's upstream.
+max_upload_mbps = {max_upload_mbps}
+# Private network: a pre-shared key of 64 hex digits (`murmur psk` makes one); "" = none.
+# Every peer of the network needs the same key. TCP only: no QUIC address with a key.
+psk = {psk}
+# Peer ids allowed to connect (`murmur id` prints a data dir's); [] = everyone.
+allow = {allow}
+# Peer ids never allowed to connect (wins over allow).
+deny = {deny}
 
 [training]
 # digits (built in) | fashion-mnist | mnist. The same on every peer.
@@ -128,6 +143,8 @@ request_timeout_secs = {request_timeout_secs}
 [store]
 # Most memory the chunk store holds, in MiB.
 memory_budget_mb = {memory_budget_mb}
+# Least seconds between two checkpoints of the model (written atomically to data_dir).
+checkpoint_every_secs = {checkpoint_every_secs}
 
 [dashboard]
 # HTTP dashboard and API, <ip>:<port>; port 0 = any free port, 0.0.0.0 = every interface.
@@ -141,6 +158,12 @@ listen = {dashboard_listen}
         kademlia = net.kademlia,
         max_connections = net.max_connections,
         idle_timeout_secs = net.idle_timeout_secs,
+        peer_requests_per_sec = net.peer_requests_per_sec,
+        peer_upload_mbps = float(net.peer_upload_mbps),
+        max_upload_mbps = float(net.max_upload_mbps),
+        psk = string(&net.psk),
+        allow = strings(&net.allow),
+        deny = strings(&net.deny),
         dataset = string(train.dataset),
         training_data_dir = string(training_data_dir),
         model = string(&train.model),
@@ -177,6 +200,7 @@ listen = {dashboard_listen}
         fetch_timeout_secs = avg.fetch_timeout_secs,
         request_timeout_secs = avg.request_timeout_secs,
         memory_budget_mb = cfg.store.memory_budget_mb,
+        checkpoint_every_secs = float(cfg.store.checkpoint_every_secs),
         dashboard_listen = string(cfg.dashboard.listen),
     )
 }
@@ -254,6 +278,16 @@ mod tests {
         cfg.network.mdns = false;
         cfg.network.kademlia = false;
         cfg.network.max_connections = 7;
+        cfg.network.peer_requests_per_sec = 9;
+        cfg.network.peer_upload_mbps = 0.0;
+        cfg.network.max_upload_mbps = 2.5;
+        cfg.network.psk = "ab".repeat(32);
+        cfg.network.allow = vec![
+            "12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN"
+                .parse()
+                .unwrap(),
+        ];
+        cfg.network.deny = cfg.network.allow.clone();
         cfg.training.dataset = DatasetName::FashionMnist;
         cfg.training.data_dir = Some(PathBuf::from("idx"));
         cfg.training.model = ModelKind::Mlp {
@@ -295,7 +329,7 @@ mod tests {
     #[test]
     fn config_every_template_key_is_in_the_docs() {
         let keys = template_keys();
-        assert_eq!(keys.len(), 45, "{keys:?}");
+        assert_eq!(keys.len(), 52, "{keys:?}");
         for key in keys {
             assert!(
                 DOCS.contains(&format!("| `{key}` |")),

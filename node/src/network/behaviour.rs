@@ -1,4 +1,5 @@
-//! The libp2p behaviour of a murmur node: a block list, connection limits, gossipsub (with
+//! The libp2p behaviour of a murmur node: a block list (the node's temporary blocks), the
+//! operator's deny- and allowlists, connection limits, gossipsub (with
 //! peer scoring) for announcements, request-response for manifests and chunks, identify,
 //! ping, optional mDNS, and Kademlia under the network's own protocol name. Built once by
 //! [`build`]; owned by the event loop.
@@ -28,6 +29,10 @@ pub const MAX_STREAMS_PER_CONNECTION: usize = 100;
 pub struct Behaviour {
     /// First, so that a blocked peer's connection is refused before anything else sees it.
     pub blocked: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
+    /// The operator's denylist (`network.deny`): refused for good.
+    pub denied: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
+    /// The operator's allowlist (`network.allow`), when there is one: no one else connects.
+    pub allowed: Toggle<allow_block_list::Behaviour<allow_block_list::AllowedPeers>>,
     pub limits: connection_limits::Behaviour,
     pub gossipsub: gossipsub::Behaviour,
     pub sync: request_response::Behaviour<SyncCodec>,
@@ -141,10 +146,25 @@ pub fn build(
     };
     let limits = connection_limits::Behaviour::new(
         connection_limits::ConnectionLimits::default()
-            .with_max_established(Some(cfg.max_connections)),
+            .with_max_established(Some(cfg.max_connections))
+            .with_max_established_per_peer(Some(super::limits::MAX_CONNECTIONS_PER_PEER))
+            .with_max_pending_incoming(Some(super::limits::MAX_PENDING_INCOMING)),
     );
+    let mut denied = allow_block_list::Behaviour::<allow_block_list::BlockedPeers>::default();
+    for peer in cfg.access.denylist() {
+        denied.block_peer(*peer);
+    }
+    let allowed = cfg.access.allowlist().map(|list| {
+        let mut allowed = allow_block_list::Behaviour::<allow_block_list::AllowedPeers>::default();
+        for peer in list {
+            allowed.allow_peer(*peer);
+        }
+        allowed
+    });
     Ok(Behaviour {
         blocked: allow_block_list::Behaviour::default(),
+        denied,
+        allowed: allowed.into(),
         limits,
         gossipsub,
         sync,

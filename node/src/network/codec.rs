@@ -21,6 +21,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub struct Traffic {
     pub sent: AtomicU64,
     pub received: AtomicU64,
+    /// Requests this node answered `Busy` (a peer over its share, or the node at a limit).
+    pub busy_sent: AtomicU64,
+    /// `Busy` answers this node received.
+    pub busy_received: AtomicU64,
+    /// Connections, inbound or outbound, that failed or were refused before they were
+    /// established (a handshake under another pre-shared key, a peer not allowed, a limit).
+    pub connections_failed: AtomicU64,
 }
 
 /// The codec; cheap to clone (one per connection handler).

@@ -4,19 +4,22 @@
 //! every pending request on success, failure, timeout or shutdown.
 
 use super::behaviour::{self, Behaviour, BehaviourEvent};
+use super::limits::{Decision, MAX_SERVED_CHUNK_DATA, ServeState};
 use super::{Command, Event, NetStatus, NetworkConfig, RequestError, Traffic};
 use crate::store::ChunkStore;
 use futures::StreamExt;
+use libp2p::core::{Transport, upgrade};
 use libp2p::gossipsub::{self, MessageAcceptance};
 use libp2p::multiaddr::Protocol;
-use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
+use libp2p::pnet::PnetConfig;
+use libp2p::request_response::{self, InboundRequestId, OutboundRequestId, ResponseChannel};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId, Swarm, identify, identity, mdns, noise, ping, tcp, yamux};
 use murmur_protocol::codec::{decode_announce, encode_announce};
-use murmur_protocol::limits::MAX_CHUNK_RESPONSE_DATA;
-use murmur_protocol::{ChunkReply, Request, Response};
-use std::collections::{HashMap, VecDeque};
+use murmur_protocol::{ChunkId, ChunkReply, Request, Response};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -41,6 +44,9 @@ const MAX_BLOCKED: usize = 1024;
 /// (its stream closes) to make room.
 const MAX_UNANSWERED: usize = 1024;
 
+/// How often the serving state forgets idle peers.
+const FORGET_IDLE_EVERY: Duration = Duration::from_secs(5);
+
 /// The swarm's owner. Spawn [`EventLoop::run`].
 pub struct EventLoop {
     swarm: Swarm<Behaviour>,
@@ -56,6 +62,11 @@ pub struct EventLoop {
     blocked: HashMap<PeerId, Instant>,
     /// Inbound requests held open unanswered (`never_answer` only).
     unanswered: VecDeque<ResponseChannel<Response>>,
+    /// Per-peer and node-wide serving limits (buckets, in-flight counts).
+    serving: ServeState,
+    /// Responses handed to a connection and not yet written: their peer and size.
+    answering: HashMap<InboundRequestId, (PeerId, u64)>,
+    traffic: Arc<Traffic>,
 }
 
 impl std::fmt::Debug for EventLoop {
@@ -76,20 +87,44 @@ impl EventLoop {
         events: mpsc::Sender<Event>,
     ) -> anyhow::Result<Self> {
         let behaviour_cfg = cfg.clone();
-        let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key)
-            .with_tokio()
-            .with_tcp(
-                tcp::Config::default().nodelay(true),
-                noise::Config::new,
-                yamux::Config::default,
-            )?
-            .with_quic()
-            .with_behaviour(|key| {
-                behaviour::build(key, &behaviour_cfg, traffic)
-                    .map_err(Box::<dyn std::error::Error + Send + Sync>::from)
-            })?
-            .with_swarm_config(|c| c.with_idle_connection_timeout(cfg.idle_timeout))
-            .build();
+        let build_behaviour = |key: &identity::Keypair| {
+            behaviour::build(key, &behaviour_cfg, traffic.clone())
+                .map_err(Box::<dyn std::error::Error + Send + Sync>::from)
+        };
+        let idle = cfg.idle_timeout;
+        let mut swarm = match cfg.psk {
+            // A private network: TCP only, each connection wrapped in pnet (XSalsa20 under
+            // the key) before noise; without the key the multistream negotiation that follows
+            // is noise and the connection fails. pnet cannot wrap QUIC.
+            Some(psk) => libp2p::SwarmBuilder::with_existing_identity(key)
+                .with_tokio()
+                .with_other_transport(|key| {
+                    Ok::<_, Box<dyn std::error::Error + Send + Sync>>(
+                        tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
+                            .and_then(move |socket, _| PnetConfig::new(psk).handshake(socket))
+                            .upgrade(upgrade::Version::V1Lazy)
+                            .authenticate(noise::Config::new(key)?)
+                            .multiplex(yamux::Config::default()),
+                    )
+                })?
+                .with_behaviour(build_behaviour)?
+                .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
+                .build(),
+            None => libp2p::SwarmBuilder::with_existing_identity(key)
+                .with_tokio()
+                .with_tcp(
+                    tcp::Config::default().nodelay(true),
+                    noise::Config::new,
+                    yamux::Config::default,
+                )?
+                .with_quic()
+                .with_behaviour(build_behaviour)?
+                .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
+                .build(),
+        };
+        if let Some(psk) = &cfg.psk {
+            tracing::info!(fingerprint = %psk.fingerprint(), "private network (pre-shared key)");
+        }
         for addr in &cfg.listen {
             swarm
                 .listen_on(addr.clone())
@@ -98,7 +133,6 @@ impl EventLoop {
         let topic = behaviour::announce_topic(&cfg.network_id);
         Ok(Self {
             swarm,
-            cfg,
             store,
             commands,
             events,
@@ -107,6 +141,10 @@ impl EventLoop {
             bootstrap_peers: HashMap::new(),
             blocked: HashMap::new(),
             unanswered: VecDeque::new(),
+            serving: ServeState::new(cfg.serving, std::time::Instant::now()),
+            answering: HashMap::new(),
+            traffic,
+            cfg,
         })
     }
 
@@ -118,6 +156,8 @@ impl EventLoop {
         redial.tick().await;
         let mut unblock = tokio::time::interval(UNBLOCK_EVERY);
         unblock.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut forget = tokio::time::interval(FORGET_IDLE_EVERY);
+        forget.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 event = self.swarm.select_next_some() => self.handle_event(event),
@@ -127,6 +167,7 @@ impl EventLoop {
                 },
                 _ = redial.tick() => self.redial(),
                 _ = unblock.tick() => self.unblock_expired(Instant::now()),
+                _ = forget.tick() => self.serving.forget_idle(std::time::Instant::now()),
                 _ = walk.tick() => {
                     if let Some(kad) = self.swarm.behaviour_mut().kad.as_mut() {
                         kad.get_closest_peers(PeerId::random());
@@ -294,7 +335,20 @@ impl EventLoop {
                 tracing::debug!(%peer_id, ?cause, "disconnected")
             }
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+                self.traffic
+                    .connections_failed
+                    .fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(?peer_id, "dial failed: {error}");
+            }
+            SwarmEvent::IncomingConnectionError {
+                error,
+                send_back_addr,
+                ..
+            } => {
+                self.traffic
+                    .connections_failed
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(%send_back_addr, "inbound connection failed: {error}");
             }
             _ => {}
         }
@@ -307,6 +361,15 @@ impl EventLoop {
         message: gossipsub::Message,
     ) {
         let author = message.source.unwrap_or(source);
+        if !self.cfg.access.admits(&author) {
+            // Relayed by an admitted peer, written by one the operator keeps out: neither
+            // heard nor passed on.
+            self.swarm
+                .behaviour_mut()
+                .gossipsub
+                .report_message_validation_result(&id, &source, MessageAcceptance::Ignore);
+            return;
+        }
         let (acceptance, event) = match decode_announce(&message.data) {
             Ok(announce) => (
                 MessageAcceptance::Accept,
@@ -333,14 +396,20 @@ impl EventLoop {
         self.emit(event);
     }
 
-    /// Answers from the store without waiting: a missing chunk is `NotHeld`, chunks past the
-    /// response budget are `OverBudget`.
-    fn serve(&self, request: Request) -> Response {
+    /// Answers from the store without waiting: a missing chunk is `NotHeld`, chunks past
+    /// [`MAX_SERVED_CHUNK_DATA`] are `OverBudget`, and an id asked for twice in one request is
+    /// answered once (see [`distinct`]). Returns the response and the payload bytes it carries.
+    fn serve(&self, request: Request) -> (Response, u64) {
         match request {
-            Request::Manifest(id) => Response::Manifest(self.store.manifest_bytes(&id)),
+            Request::Manifest(id) => {
+                let bytes = self.store.manifest_bytes(&id);
+                let len = bytes.as_ref().map_or(0, |b| b.len() as u64);
+                (Response::Manifest(bytes), len)
+            }
             Request::Chunks(ids) => {
-                let mut budget = MAX_CHUNK_RESPONSE_DATA;
-                let replies = self
+                let ids = distinct(&ids);
+                let mut budget = MAX_SERVED_CHUNK_DATA;
+                let replies: Vec<ChunkReply> = self
                     .store
                     .chunks(&ids)
                     .into_iter()
@@ -360,8 +429,47 @@ impl EventLoop {
                         Some(_) => ChunkReply::OverBudget,
                     })
                     .collect();
-                Response::Chunks(replies)
+                let len = (MAX_SERVED_CHUNK_DATA - budget) as u64;
+                (Response::Chunks(replies), len)
             }
+        }
+    }
+
+    /// Answers one inbound request, or `Busy` when the peer or the node is over a limit.
+    fn answer(
+        &mut self,
+        peer: PeerId,
+        request_id: InboundRequestId,
+        request: Request,
+        channel: ResponseChannel<Response>,
+    ) {
+        let (response, bytes) = match self.serving.admit(peer, std::time::Instant::now()) {
+            Decision::Serve => self.serve(request),
+            Decision::Busy(reason) => {
+                tracing::debug!(%peer, ?reason, "busy");
+                self.traffic.busy_sent.fetch_add(1, Ordering::Relaxed);
+                (Response::Busy, 0)
+            }
+        };
+        let busy = matches!(response, Response::Busy);
+        if self
+            .swarm
+            .behaviour_mut()
+            .sync
+            .send_response(channel, response)
+            .is_err()
+        {
+            tracing::debug!(%peer, "could not answer: connection closed");
+        } else if !busy {
+            self.serving.sent(peer, bytes);
+            self.answering.insert(request_id, (peer, bytes));
+        }
+    }
+
+    /// A response was written, or failed: it is no longer in flight.
+    fn answered(&mut self, request_id: InboundRequestId) {
+        if let Some((peer, bytes)) = self.answering.remove(&request_id) {
+            self.serving.done(peer, bytes);
         }
     }
 
@@ -369,7 +477,9 @@ impl EventLoop {
         match event {
             request_response::Event::Message { peer, message, .. } => match message {
                 request_response::Message::Request {
-                    request, channel, ..
+                    request_id,
+                    request,
+                    channel,
                 } => {
                     if self.cfg.never_answer {
                         // Fault injection: hold the stream open, unanswered, until the
@@ -380,21 +490,15 @@ impl EventLoop {
                         self.unanswered.push_back(channel);
                         return;
                     }
-                    let response = self.serve(request);
-                    if self
-                        .swarm
-                        .behaviour_mut()
-                        .sync
-                        .send_response(channel, response)
-                        .is_err()
-                    {
-                        tracing::debug!(%peer, "could not answer: connection closed");
-                    }
+                    self.answer(peer, request_id, request, channel);
                 }
                 request_response::Message::Response {
                     request_id,
                     response,
                 } => {
+                    if matches!(response, Response::Busy) {
+                        self.traffic.busy_received.fetch_add(1, Ordering::Relaxed);
+                    }
                     if let Some((_, reply)) = self.pending.remove(&request_id) {
                         let _ = reply.send(Ok(response));
                     }
@@ -418,10 +522,16 @@ impl EventLoop {
                     }));
                 }
             }
-            request_response::Event::InboundFailure { peer, error, .. } => {
+            request_response::Event::InboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
                 tracing::debug!(%peer, "inbound sync request failed: {error}");
+                self.answered(request_id);
             }
-            request_response::Event::ResponseSent { .. } => {}
+            request_response::Event::ResponseSent { request_id, .. } => self.answered(request_id),
         }
     }
 
@@ -474,5 +584,26 @@ impl EventLoop {
                 });
             }
         }
+    }
+}
+
+/// The ids of a chunk request, each once, in the order of their first occurrence: a request
+/// naming one id many times gets one reply for it (the requester matches replies to the
+/// distinct ids of its request, in that order).
+pub fn distinct(ids: &[ChunkId]) -> Vec<ChunkId> {
+    let mut seen = HashSet::with_capacity(ids.len());
+    ids.iter().copied().filter(|id| seen.insert(*id)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeated_ids_are_answered_once_in_first_occurrence_order() {
+        let (a, b, c) = (ChunkId::of(b"a"), ChunkId::of(b"b"), ChunkId::of(b"c"));
+        assert_eq!(distinct(&[a, b, a, a, c, b]), vec![a, b, c]);
+        assert_eq!(distinct(&[a; 64]), vec![a]);
+        assert!(distinct(&[]).is_empty());
     }
 }

@@ -12,14 +12,21 @@
 //! [`Client::penalize`] lowers the peer's gossipsub score (enough charges graylist it). Every
 //! sync request is bounded by [`NetworkConfig::request_timeout`], so a peer that never answers
 //! costs a timeout and a charge, never more.
+//!
+//! What it serves is bounded by [`limits`]: per-peer request rate and upload share, in-flight
+//! caps, the node's upload limit and a response byte cap; a request past one is answered
+//! `Busy`. Connections are capped in total and per peer.
 
+pub mod access;
 mod behaviour;
 pub mod codec;
 mod event_loop;
+pub mod limits;
 
 pub use behaviour::{PENALTY_PER_CHARGE, announce_topic};
 pub use codec::Traffic;
-pub use event_loop::EventLoop;
+pub use event_loop::{EventLoop, distinct};
+pub use limits::ServeLimits;
 
 use crate::store::ChunkStore;
 use libp2p::{Multiaddr, PeerId, identity};
@@ -59,6 +66,14 @@ pub struct NetworkConfig {
     /// Fault injection, for tests and chaos runs only: accept sync requests and never answer
     /// them (the streams stay open until the requester's timeout), to play a silent peer.
     pub never_answer: bool,
+    /// Per-peer and node-wide serving limits (rates, upload, see [`limits`]).
+    pub serving: ServeLimits,
+    /// The private network's pre-shared key (`network.psk`): with one, every connection is
+    /// TCP wrapped in libp2p pnet, and a peer without this key never completes one (QUIC,
+    /// which pnet cannot wrap, is off). Its `Debug` shows only the key's fingerprint.
+    pub psk: Option<libp2p::pnet::PreSharedKey>,
+    /// Which peer ids may connect and be heard (`network.allow`, `network.deny`).
+    pub access: access::Access,
 }
 
 /// Something the network heard.

@@ -62,6 +62,9 @@ pub struct NodeOptions {
     pub fetch: FetchLimits,
     pub error_budget: u32,
     pub store_budget_bytes: u64,
+    /// Least time between two checkpoints; after failures in a row the wait doubles each
+    /// time, up to [`CHECKPOINT_MAX_BACKOFF`].
+    pub checkpoint_every: Duration,
     /// Play a hostile peer (tests and attack runs only).
     pub hostile: Option<Hostile>,
 }
@@ -181,6 +184,7 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<RunningNode> {
         network_id: opts.network.network_id.clone(),
         version,
         resumed: checkpoint.is_some(),
+        checkpoint_version: checkpoint.as_ref().map(|ck| ck.version),
         ..NodeStatus::default()
     });
     let (stop, stop_rx) = watch::channel(false);
@@ -215,6 +219,9 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<RunningNode> {
         last_announce: None,
         round_time: None,
         last_checkpoint: None,
+        checkpoint_failing: 0,
+        checkpoint_version: checkpoint.as_ref().map(|ck| ck.version),
+        checkpoint_error: None,
         unsaved: None,
         averaged,
         averagings: VecDeque::new(),
@@ -277,6 +284,13 @@ struct NodeTask {
     /// partner model's lag.
     round_time: Option<Duration>,
     last_checkpoint: Option<Instant>,
+    /// Checkpoint writes failed in a row (0 after a success): each doubles the wait before
+    /// the next attempt.
+    checkpoint_failing: u32,
+    /// The version in the latest checkpoint written (or loaded at start).
+    checkpoint_version: Option<u64>,
+    /// The latest checkpoint write's error, until one succeeds.
+    checkpoint_error: Option<String>,
     /// The latest announced model if it has not been checkpointed yet (written at shutdown).
     unsaved: Option<(Snapshot, u64, u64)>,
     /// Where averaging tasks report what they did.
@@ -309,8 +323,17 @@ pub const MIN_ROUND_TIME: Duration = Duration::from_millis(250);
 /// connection is made. A peer whose rounds are slow is given three of them.
 const GOSSIP_SILENCE: Duration = Duration::from_secs(15);
 
-/// Least time between two checkpoints (each is written and fsynced in full).
-const CHECKPOINT_EVERY: Duration = Duration::from_secs(2);
+/// Longest wait between two checkpoint attempts after failures in a row (a full disk or a
+/// read-only data dir): the wait doubles from `checkpoint_every` after each failure, up to
+/// this (or `checkpoint_every`, if longer).
+pub const CHECKPOINT_MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// The wait before the next checkpoint attempt after `failing` failures in a row: `every`,
+/// doubled per failure, at most [`CHECKPOINT_MAX_BACKOFF`] (or `every`, if longer).
+fn checkpoint_backoff(every: Duration, failing: u32) -> Duration {
+    let backoff = every.saturating_mul(1 << failing.min(16));
+    backoff.min(CHECKPOINT_MAX_BACKOFF.max(every))
+}
 
 /// How long a peer whose charges reached the error budget stays blocked (disconnected, its
 /// connections refused, its announcements ignored). Afterwards half its charges are forgiven.
@@ -406,10 +429,8 @@ impl NodeTask {
         if let Some(task) = averaging {
             task.abort();
         }
-        if let Some((snapshot, version, samples)) = self.unsaved.take()
-            && let Err(e) = self.save_checkpoint(snapshot, version, samples).await
-        {
-            tracing::error!("final checkpoint: {e:#}");
+        if let Some((snapshot, version, samples)) = self.unsaved.take() {
+            self.checkpoint(snapshot, version, samples).await;
         }
         if let Err(e) = trainer.stop() {
             tracing::error!("training thread: {e}");
@@ -517,12 +538,14 @@ impl NodeTask {
         );
         if self
             .last_checkpoint
-            .is_none_or(|t| t.elapsed() >= CHECKPOINT_EVERY)
+            .is_none_or(|t| t.elapsed() >= self.checkpoint_wait())
         {
             self.last_checkpoint = Some(Instant::now());
             self.unsaved = None;
-            self.save_checkpoint(snapshot.clone(), self.version, round.samples)
-                .await?;
+            // A failed write is logged, counted and retried later: training, serving and
+            // announcing go on.
+            self.checkpoint(snapshot.clone(), self.version, round.samples)
+                .await;
         } else {
             self.unsaved = Some((snapshot.clone(), self.version, round.samples));
         }
@@ -591,6 +614,52 @@ impl NodeTask {
         );
         self.publish_status(&net);
         Ok(())
+    }
+
+    /// How long after the last checkpoint attempt the next one is due: `checkpoint_every`,
+    /// doubled for each failure in a row, up to [`CHECKPOINT_MAX_BACKOFF`].
+    fn checkpoint_wait(&self) -> Duration {
+        checkpoint_backoff(self.opts.checkpoint_every, self.checkpoint_failing)
+    }
+
+    /// Writes a checkpoint; on failure logs the path and the cause, counts it, keeps the
+    /// model to write at shutdown and backs off. Never fails the caller: a full disk or a
+    /// read-only data dir must not stop training or serving.
+    async fn checkpoint(&mut self, snapshot: Snapshot, version: u64, samples: u64) {
+        match self
+            .save_checkpoint(snapshot.clone(), version, samples)
+            .await
+        {
+            Ok(()) => {
+                Counters::inc(&self.counters.checkpoints);
+                if self.checkpoint_failing > 0 {
+                    tracing::info!(
+                        version,
+                        failed = self.checkpoint_failing,
+                        "checkpoint written again after failures"
+                    );
+                }
+                self.checkpoint_failing = 0;
+                self.checkpoint_error = None;
+                self.checkpoint_version = Some(version);
+                tracing::debug!(version, "checkpoint written");
+            }
+            Err(e) => {
+                Counters::inc(&self.counters.checkpoint_failures);
+                self.checkpoint_failing = self.checkpoint_failing.saturating_add(1);
+                // The error's own text names the file and the cause (its source chain would
+                // repeat the cause).
+                let error = e.to_string();
+                tracing::error!(
+                    version,
+                    failed_in_a_row = self.checkpoint_failing,
+                    retry_in_secs = self.checkpoint_wait().as_secs_f64(),
+                    "checkpoint not written (training and serving go on; the previous checkpoint stays): {error}"
+                );
+                self.checkpoint_error = Some(error);
+                self.unsaved = Some((snapshot, version, samples));
+            }
+        }
     }
 
     /// Writes a checkpoint off the async runtime.
@@ -829,6 +898,8 @@ impl NodeTask {
             eval_samples: own.map_or(0, |o| o.eval_samples),
             uptime_secs: self.started.elapsed().as_secs_f64(),
             resumed: self.status.borrow().resumed,
+            checkpoint_version: self.checkpoint_version,
+            checkpoint_error: self.checkpoint_error.clone(),
             counters,
             peers,
             consensus_distance: murmur_protocol::projection::consensus_distance(projections),
@@ -860,4 +931,25 @@ fn spawn_burst(client: Client, announce: Announce) {
             let _ = client.publish(again).await;
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checkpoint_retries_back_off_to_a_ceiling() {
+        let every = Duration::from_secs(2);
+        let waits: Vec<u64> = (0..8)
+            .map(|n| checkpoint_backoff(every, n).as_secs())
+            .collect();
+        assert_eq!(waits, [2, 4, 8, 16, 32, 60, 60, 60]);
+        assert_eq!(checkpoint_backoff(every, u32::MAX), CHECKPOINT_MAX_BACKOFF);
+        // An interval longer than the ceiling is kept as it is.
+        let hour = Duration::from_secs(3600);
+        assert_eq!(checkpoint_backoff(hour, 5), hour);
+        let fast = Duration::from_millis(10);
+        assert_eq!(checkpoint_backoff(fast, 0), fast);
+        assert_eq!(checkpoint_backoff(fast, 3), Duration::from_millis(80));
+    }
 }

@@ -42,6 +42,12 @@ pub struct NodeStatus {
     pub uptime_secs: f64,
     /// True once the node resumed from a checkpoint at start.
     pub resumed: bool,
+    /// The model version in the latest checkpoint written or loaded, if any.
+    #[serde(default)]
+    pub checkpoint_version: Option<u64>,
+    /// Why the latest checkpoint write failed (path and cause), until one succeeds again.
+    #[serde(default)]
+    pub checkpoint_error: Option<String>,
     pub counters: CounterSnapshot,
     /// Peers heard from recently (not this node).
     pub peers: Vec<PeerView>,

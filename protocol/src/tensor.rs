@@ -27,6 +27,7 @@ impl DType {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct TensorSpec {
     /// Stable parameter name, e.g. `fc1.weight`.
+    #[serde(deserialize_with = "crate::bounded::string")]
     pub name: String,
     /// Dimensions, outermost first; every dimension is at least 1.
     #[serde(deserialize_with = "crate::bounded::vec::<MAX_TENSOR_RANK, _, _>")]

@@ -42,7 +42,7 @@ pub struct Announce {
     #[serde(deserialize_with = "crate::bounded::vec::<MAX_PROJECTION_DIMS, _, _>")]
     pub projection: Vec<f32>,
     /// Peer ids (libp2p multihash bytes) the sender is connected to, for the topology view.
-    #[serde(deserialize_with = "crate::bounded::vec::<MAX_ANNOUNCED_NEIGHBOURS, _, _>")]
+    #[serde(deserialize_with = "crate::bounded::bytes_vec::<MAX_ANNOUNCED_NEIGHBOURS, _>")]
     pub neighbours: Vec<Bytes>,
 }
 
@@ -119,7 +119,7 @@ impl Request {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ChunkReply {
     /// The chunk's bytes (the requester verifies them against the id it asked for).
-    Data(Bytes),
+    Data(#[serde(deserialize_with = "crate::bounded::bytes")] Bytes),
     /// This peer does not hold the chunk.
     NotHeld,
     /// The response was full (`MAX_CHUNK_RESPONSE_DATA`); ask again for this one.
@@ -130,7 +130,7 @@ pub enum ChunkReply {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Response {
     /// The manifest's canonical bytes, or `None` if this peer does not hold it.
-    Manifest(Option<Bytes>),
+    Manifest(#[serde(deserialize_with = "crate::bounded::option_bytes")] Option<Bytes>),
     /// One reply per requested chunk, in request order.
     Chunks(
         #[serde(deserialize_with = "crate::bounded::vec::<MAX_CHUNKS_PER_REQUEST, _, _>")]

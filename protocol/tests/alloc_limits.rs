@@ -3,8 +3,14 @@
 //! that claims a 1 TiB chunk must not allocate more than its kind's limit.
 #![allow(clippy::unwrap_used, clippy::expect_used, unsafe_code)]
 
-use murmur_protocol::codec::{WIRE_VERSION, decode_announce, decode_request, decode_response};
-use murmur_protocol::limits::{MAX_ANNOUNCE_BYTES, MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES};
+use murmur_protocol::ManifestId;
+use murmur_protocol::codec::{
+    WIRE_VERSION, decode_announce, decode_manifest, decode_request, decode_response,
+};
+use murmur_protocol::limits::{
+    MAX_ANNOUNCE_BYTES, MAX_CHUNKS_PER_MANIFEST, MAX_MANIFEST_BYTES, MAX_REQUEST_BYTES,
+    MAX_RESPONSE_BYTES,
+};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -64,4 +70,81 @@ fn hostile_length_claims_allocate_at_most_the_kind_limit() {
     let ann = body(&[&[0u8; 32], &one, &one, &[0u8; 32], &huge]);
     let largest = largest_allocation_of(|| assert!(decode_announce(&ann).is_err()));
     assert!(largest <= MAX_ANNOUNCE_BYTES, "allocated {largest} bytes");
+}
+
+/// Claims just under the kind's limit pass bincode's limit check, so the decoder must not
+/// allocate from them either: a tiny body allocates a few KiB at most. Found by the fuzz
+/// targets (fuzz/regressions/response/oom-manifest-bytes-claim-13mb, a 16-byte response that
+/// allocated 13 MB for a manifest it did not hold, and
+/// fuzz/regressions/manifest/oom-chunk-list-claim-55040, a 57-byte manifest that preallocated
+/// 1.7 MB of chunk ids).
+#[test]
+fn claims_under_the_limit_allocate_only_what_is_there() {
+    const SMALL: usize = 8 * 1024;
+    let claim = ((MAX_RESPONSE_BYTES - 64) as u64).to_le_bytes();
+    let one = 1u64.to_le_bytes();
+    let v0 = 0u32.to_le_bytes();
+    let v1 = 1u32.to_le_bytes();
+    // Response::Manifest(Some(<16 MiB>)) and Response::Chunks([Data(<16 MiB>)]), 8 bytes each.
+    let manifest = body(&[&v0, &[1u8], &claim, b"8 bytes!"]);
+    let chunk = body(&[&v1, &one, &v0, &claim, b"8 bytes!"]);
+    for bytes in [manifest, chunk] {
+        let largest = largest_allocation_of(|| assert!(decode_response(&bytes).is_err()));
+        assert!(
+            largest <= SMALL,
+            "allocated {largest} bytes for {} bytes",
+            bytes.len()
+        );
+    }
+    // An announce whose one neighbour claims 4,000 bytes.
+    let ann = body(&[
+        &[0u8; 32],
+        &one,
+        &one,
+        &[0u8; 32],
+        &0u64.to_le_bytes(),
+        &one,
+        &4000u64.to_le_bytes(),
+    ]);
+    let largest = largest_allocation_of(|| assert!(decode_announce(&ann).is_err()));
+    assert!(largest <= SMALL, "allocated {largest} bytes");
+
+    // Manifests: format 1, F32Le, chunk size 64, total length 4, then a tensor list.
+    let head: Vec<u8> = [
+        &1u16.to_le_bytes()[..],
+        &v0,
+        &64u32.to_le_bytes(),
+        &4u64.to_le_bytes(),
+    ]
+    .concat();
+    // One tensor whose name claims 4 MiB less a little.
+    let name = [
+        &head[..],
+        &one,
+        &((MAX_MANIFEST_BYTES - 256) as u64).to_le_bytes(),
+        b"w",
+    ]
+    .concat();
+    // One tensor `w` of shape [1], then a chunk list claiming the limit of 65,536 ids.
+    let ids = [
+        &head[..],
+        &one,
+        &one,
+        b"w",
+        &one,
+        &one,
+        &v0,
+        &(MAX_CHUNKS_PER_MANIFEST as u64).to_le_bytes(),
+        &[7u8; 32],
+    ]
+    .concat();
+    for bytes in [name, ids] {
+        let id = ManifestId::of(&bytes);
+        let largest = largest_allocation_of(|| assert!(decode_manifest(&bytes, &id).is_err()));
+        assert!(
+            largest <= SMALL,
+            "allocated {largest} bytes for {} bytes",
+            bytes.len()
+        );
+    }
 }

@@ -30,6 +30,9 @@ pub struct Traffic {
     pub connections_failed: AtomicU64,
 }
 
+/// Bytes reserved for a frame's body before any arrives (it grows as they do).
+const FRAME_PREALLOC: usize = 64 * 1024;
+
 /// The codec; cheap to clone (one per connection handler).
 #[derive(Debug, Clone, Default)]
 pub struct SyncCodec {
@@ -50,8 +53,16 @@ impl SyncCodec {
         let mut prefix = [0u8; FRAME_PREFIX_LEN];
         io.read_exact(&mut prefix).await?;
         let len = decode_frame_len(kind, prefix).map_err(invalid)?;
-        let mut body = vec![0u8; len];
-        io.read_exact(&mut body).await?;
+        // The buffer grows with the bytes that arrive, not with what the prefix claims: a
+        // peer claiming 16 MiB and sending nothing costs us no 16 MiB.
+        let mut body = Vec::with_capacity(len.min(FRAME_PREALLOC));
+        (&mut *io).take(len as u64).read_to_end(&mut body).await?;
+        if body.len() != len {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("frame of {len} bytes ended after {}", body.len()),
+            ));
+        }
         self.traffic
             .received
             .fetch_add((FRAME_PREFIX_LEN + len) as u64, Ordering::Relaxed);
@@ -118,5 +129,38 @@ impl libp2p::request_response::Codec for SyncCodec {
     ) -> io::Result<()> {
         let body = encode_response(&res).map_err(invalid)?;
         self.write_frame(io, &body).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use murmur_protocol::codec::frame_prefix;
+
+    fn read(bytes: Vec<u8>) -> io::Result<Vec<u8>> {
+        let codec = SyncCodec::default();
+        let mut io = futures::io::Cursor::new(bytes);
+        futures::executor::block_on(codec.read_frame(&mut io, MessageKind::Response))
+    }
+
+    #[test]
+    fn a_frame_is_read_whole_and_counted() {
+        let mut bytes = frame_prefix(5).to_vec();
+        bytes.extend_from_slice(b"hello, and more");
+        assert_eq!(read(bytes).unwrap(), b"hello");
+    }
+
+    /// A prefix claiming 16 MiB followed by 3 bytes: an error, and no 16 MiB buffer (the
+    /// buffer grows as bytes arrive; here it never passes the preallocation).
+    #[test]
+    fn a_frame_shorter_than_its_prefix_is_an_error() {
+        let mut bytes = frame_prefix(16 << 20).to_vec();
+        bytes.extend_from_slice(b"abc");
+        let e = read(bytes).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+        assert!(e.to_string().contains("ended after 3"), "{e}");
+        // Over the response limit: refused before reading the body.
+        let e = read(frame_prefix(usize::MAX >> 1).to_vec()).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}");
     }
 }

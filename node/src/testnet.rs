@@ -38,6 +38,11 @@ pub struct TestnetArgs {
     pub peers: usize,
     #[arg(long, default_value = "digits")]
     pub dataset: DatasetName,
+    /// Directory holding the dataset's IDX files, passed to every peer (default for
+    /// fashion-mnist: /usr/share/datasets/fashion-mnist; mnist has none). The dataset is
+    /// loaded once before any peer starts, so a missing one is reported with the fix.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
     #[arg(long, default_value = "mlp")]
     pub model: ModelKind,
     #[arg(long, default_value = "iid")]
@@ -345,6 +350,7 @@ fn write_peer(
     cfg.network.bootstrap = bootstrap.into_iter().cloned().collect();
     cfg.network.mdns = false;
     cfg.training.dataset = args.dataset;
+    cfg.training.data_dir = args.data_dir.clone();
     cfg.training.model = args.model.clone();
     cfg.training.partition = args.partition;
     cfg.training.shard = ShardSpec {
@@ -423,6 +429,25 @@ pub async fn run(args: &TestnetArgs) -> anyhow::Result<TestnetSummary> {
         None => std::env::temp_dir().join(format!("murmur-testnet-{}", std::process::id())),
     };
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    // Every peer loads the dataset itself; one that cannot would only exit with "see log".
+    // Load it here first, so that the error and its fix reach the user before any peer
+    // starts. The peers' configs live in `dir`, so a relative path is made absolute.
+    let data_dir = match &args.data_dir {
+        Some(d) => {
+            Some(std::path::absolute(d).with_context(|| format!("resolving {}", d.display()))?)
+        }
+        None => None,
+    };
+    crate::data::load(args.dataset, data_dir.as_deref()).with_context(|| {
+        format!(
+            "loading the {} dataset before starting the peers",
+            args.dataset
+        )
+    })?;
+    let args = &TestnetArgs {
+        data_dir,
+        ..args.clone()
+    };
     let network_id = format!("testnet-{}", std::process::id());
     let mut peers = Vec::with_capacity(args.peers);
     let mut first = None;

@@ -102,3 +102,44 @@ fn testnet_runs_peers_and_prints_a_json_summary() {
     assert!(dir.path().join("peer0.toml").exists() && dir.path().join("peer2.log").exists());
     assert!(err.contains("dashboard: http://127.0.0.1:"), "{err}");
 }
+
+/// A dataset the peers could not load is reported, with the fix, before any peer starts (no
+/// peer directory is written), for `testnet` and the benchmarks that run one.
+#[test]
+fn a_testnet_dataset_that_cannot_load_is_reported_before_any_peer_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-dir");
+    let cases: [&[&str]; 3] = [
+        &["testnet", "--dataset", "mnist", "--duration", "5"],
+        &[
+            "testnet",
+            "--dataset",
+            "fashion-mnist",
+            "--duration",
+            "5",
+            "--data-dir",
+            missing.to_str().unwrap(),
+        ],
+        &["bench", "hostile", "--dataset", "mnist", "--duration", "5"],
+    ];
+    for (i, args) in cases.into_iter().enumerate() {
+        let run_dir = dir.path().join(format!("run{i}"));
+        let out = murmur()
+            .args(args)
+            .arg("--dir")
+            .arg(&run_dir)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(err.contains("--data-dir"), "{args:?}: no fix in {err}");
+        assert!(
+            !err.contains("exited; see"),
+            "{args:?}: a peer started: {err}"
+        );
+        assert!(
+            !run_dir.join("peer0").exists(),
+            "{args:?}: a peer was set up: {err}"
+        );
+    }
+}

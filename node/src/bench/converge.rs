@@ -33,6 +33,11 @@ pub struct ConvergeArgs {
     pub peers: usize,
     #[arg(long, default_value = "fashion-mnist")]
     pub dataset: DatasetName,
+    /// Directory holding the dataset's IDX files, used by the baselines and passed to every peer (default for
+    /// fashion-mnist: /usr/share/datasets/fashion-mnist; mnist has none). The dataset is
+    /// loaded once before any peer starts, so a missing one is reported with the fix.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
     #[arg(long, default_value = "mlp")]
     pub model: ModelKind,
     #[arg(long, default_value = "dirichlet:0.5")]
@@ -401,6 +406,7 @@ fn testnet_args(args: &ConvergeArgs, dir: PathBuf) -> TestnetArgs {
     TestnetArgs {
         peers: args.peers,
         dataset: args.dataset,
+        data_dir: args.data_dir.clone(),
         model: args.model.clone(),
         partition: args.partition,
         duration: Some(args.timeout),
@@ -431,7 +437,7 @@ async fn budget(
 ) -> anyhow::Result<BudgetReport> {
     let train_args = TrainArgs {
         dataset: args.dataset,
-        data_dir: None,
+        data_dir: args.data_dir.clone(),
         model: args.model.clone(),
         epochs,
         partition: Partition::Iid,
@@ -503,8 +509,8 @@ pub async fn run(args: &ConvergeArgs) -> anyhow::Result<ConvergeReport> {
     let cargs = args.clone();
     let (centralized, sweep, train_len) = tokio::task::spawn_blocking(move || {
         let args = cargs;
-        let ds =
-            data::load(args.dataset, None).with_context(|| format!("loading {}", args.dataset))?;
+        let ds = data::load(args.dataset, args.data_dir.as_deref())
+            .with_context(|| format!("loading {}", args.dataset))?;
         let cfg = TrainConfig {
             model: args.model.clone(),
             ..TrainConfig::default()

@@ -27,6 +27,11 @@ pub struct HostileArgs {
     pub hostile: usize,
     #[arg(long, default_value = "digits")]
     pub dataset: DatasetName,
+    /// Directory holding the dataset's IDX files, used to read the checkpoints back and passed to every peer (default for
+    /// fashion-mnist: /usr/share/datasets/fashion-mnist; mnist has none). The dataset is
+    /// loaded once before any peer starts, so a missing one is reported with the fix.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
     #[arg(long, default_value = "mlp")]
     pub model: ModelKind,
     #[arg(long, default_value = "dirichlet:0.5")]
@@ -95,7 +100,8 @@ pub async fn run(args: &HostileArgs) -> anyhow::Result<Report> {
     } else {
         args.behaviours.clone()
     };
-    let dataset = data::load(args.dataset, None).context("loading the dataset")?;
+    let dataset =
+        data::load(args.dataset, args.data_dir.as_deref()).context("loading the dataset")?;
     let mut runs: Vec<(Option<Hostile>, bool)> = vec![(None, false)];
     for h in &behaviours {
         runs.push((Some(*h), false));
@@ -119,6 +125,7 @@ pub async fn run(args: &HostileArgs) -> anyhow::Result<Report> {
         let summary = testnet::run(&TestnetArgs {
             peers: args.peers,
             dataset: args.dataset,
+            data_dir: args.data_dir.clone(),
             model: args.model.clone(),
             partition: args.partition,
             duration: Some(args.duration),

@@ -10,13 +10,12 @@
 # Through it all, A's checkpoint on disk stays the last one written and verifies.
 # Every wait polls with a deadline. Needs the release binary (or MURMUR=...), curl, jq.
 set -euo pipefail
-TESTNET_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-ROOT="$(cd "$TESTNET_DIR/.." && pwd)"
+source "$(dirname "$0")/lib.sh"  # TESTNET_DIR, ROOT, say, fail, wait_until
+POLL_SECS=0.2
 MURMUR="${MURMUR:-${CARGO_TARGET_DIR:-$ROOT/target}/release/murmur}"
 [ "$(id -u)" -eq 0 ] || { echo "needs root (mounts a tmpfs)" >&2; exit 2; }
 [ -x "$MURMUR" ] || { echo "no murmur binary at $MURMUR (cargo build --release, or set MURMUR)" >&2; exit 2; }
 
-say() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*"; }
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/murmur-disk-faults.XXXXXX")"
 MNT="$WORK/a-data"
 PIDS=()
@@ -30,16 +29,6 @@ cleanup() {
   if [ "$failed" -eq 0 ]; then rm -rf "$WORK"; else echo "work dir kept: $WORK" >&2; fi
 }
 trap cleanup EXIT
-fail() { say "FAILED: $*"; exit 1; }
-
-# wait_until SECS DESCRIPTION COMMAND...: polls COMMAND every 0.2 s.
-wait_until() {
-  local deadline=$(( $(date +%s) + $1 )); local what="$2"; shift 2
-  until "$@"; do
-    [ "$(date +%s)" -lt "$deadline" ] || fail "timed out waiting for: $what"
-    sleep 0.2
-  done
-}
 
 mkdir -p "$MNT"
 mount -t tmpfs -o size=1m tmpfs "$MNT"

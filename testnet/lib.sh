@@ -8,6 +8,17 @@ export MURMUR_IMAGE="${MURMUR_IMAGE:-murmur-testnet:0.1}"
 PROJECT=murmur-testnet
 
 say() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*"; }
+fail() { say "FAILED: $*"; exit 1; }
+
+# wait_until DEADLINE_SECS DESCRIPTION COMMAND...: polls COMMAND every POLL_SECS (default 1)
+# until it succeeds; fails the script, naming DESCRIPTION, after DEADLINE_SECS.
+wait_until() {
+  local deadline=$(( $(date +%s) + $1 )); local what="$2"; shift 2
+  until "$@"; do
+    [ "$(date +%s)" -lt "$deadline" ] || fail "timed out waiting for: $what"
+    sleep "${POLL_SECS:-1}"
+  done
+}
 
 compose() {
   if command -v docker-compose >/dev/null 2>&1; then

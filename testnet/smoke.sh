@@ -39,16 +39,6 @@ phase() {
   say "phase done in $((now - PHASE_T)) s: $*"
   PHASE_T=$now
 }
-fail() { say "FAILED: $*"; exit 1; }
-
-# wait_until DEADLINE_SECS DESCRIPTION COMMAND...: polls COMMAND every second.
-wait_until() {
-  local deadline=$(( $(date +%s) + $1 )); local what="$2"; shift 2
-  until "$@"; do
-    [ "$(date +%s)" -lt "$deadline" ] || fail "timed out waiting for: $what"
-    sleep 1
-  done
-}
 
 field() { api "$1" /api/status | jq -r "$2" 2>/dev/null; }
 

@@ -167,6 +167,12 @@ pub fn options(cfg: &NodeConfig) -> NodeOptions {
 pub async fn run(args: &RunArgs) -> anyhow::Result<()> {
     let cfg = args.load()?;
     let mut opts = options(&cfg);
+    // Fail closed: a key that did not parse must never mean a public network (validation
+    // already refused it; this keeps it so if that ever changes).
+    anyhow::ensure!(
+        cfg.network.psk.is_empty() || opts.network.psk.is_some(),
+        "network.psk is set but is not a valid key"
+    );
     if let Some(h) = args.hostile {
         tracing::warn!("playing a hostile peer: {h}");
         opts.hostile = Some(h);

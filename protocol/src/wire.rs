@@ -115,14 +115,15 @@ impl Request {
     }
 }
 
-/// The answer for one requested chunk, in request order.
+/// The answer for one requested chunk (one per distinct id, in order of first occurrence).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ChunkReply {
     /// The chunk's bytes (the requester verifies them against the id it asked for).
     Data(#[serde(deserialize_with = "crate::bounded::bytes")] Bytes),
     /// This peer does not hold the chunk.
     NotHeld,
-    /// The response was full (`MAX_CHUNK_RESPONSE_DATA`); ask again for this one.
+    /// The response was full (at most `MAX_CHUNK_RESPONSE_DATA` by the protocol; a murmur
+    /// node fills 4 MiB); ask again for this one.
     OverBudget,
 }
 
@@ -131,12 +132,13 @@ pub enum ChunkReply {
 pub enum Response {
     /// The manifest's canonical bytes, or `None` if this peer does not hold it.
     Manifest(#[serde(deserialize_with = "crate::bounded::option_bytes")] Option<Bytes>),
-    /// One reply per requested chunk, in request order.
+    /// One reply per distinct requested chunk id, in order of first occurrence.
     Chunks(
         #[serde(deserialize_with = "crate::bounded::vec::<MAX_CHUNKS_PER_REQUEST, _, _>")]
         Vec<ChunkReply>,
     ),
-    /// The responder is at its in-flight limit; try another holder or later.
+    /// The responder is over a serving limit (the requester's rate or upload share, or its
+    /// own in-flight or upload limit); not a fault: try another holder, or back off.
     Busy,
 }
 

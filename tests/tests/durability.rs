@@ -33,10 +33,19 @@ fn block(dir: &Path) -> Blocked {
     std::fs::remove_file(&probe).unwrap();
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     let tmp = dir.join("checkpoint.bin.tmp");
-    // A save in progress may have the file there right now: replace it.
-    let _ = std::fs::remove_file(&tmp);
-    std::fs::create_dir(&tmp).unwrap();
-    Blocked::TmpIsDir
+    // A save in progress may have the file there right now, and may create it again between
+    // our remove and create: replace it until the directory is in place, with a deadline.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let _ = std::fs::remove_file(&tmp);
+        match std::fs::create_dir(&tmp) {
+            Ok(()) => return Blocked::TmpIsDir,
+            Err(e) if std::time::Instant::now() < deadline => {
+                eprintln!("{} in the way ({e}); again", tmp.display());
+            }
+            Err(e) => panic!("cannot put a directory at {}: {e}", tmp.display()),
+        }
+    }
 }
 
 fn unblock(dir: &Path, how: Blocked) {

@@ -135,9 +135,14 @@ pub struct Backoff {
 
 impl Backoff {
     /// `peer` answered `Busy` at `now`: leave it alone for [`busy_backoff`] of its
-    /// consecutive `Busy` answers. Returns the wait.
+    /// consecutive `Busy` answers. A `Busy` that arrives while a backoff is still running
+    /// answers a request sent before it began and does not lengthen it: eight requests in
+    /// flight, all answered `Busy`, are one refusal, not eight. Returns the wait.
     pub fn busy(&mut self, peer: PeerId, now: Instant) -> Duration {
         let entry = self.peers.entry(peer).or_insert((0, now));
+        if now < entry.1 {
+            return entry.1 - now;
+        }
         entry.0 = entry.0.saturating_add(1);
         let wait = busy_backoff(entry.0);
         entry.1 = now + wait;
@@ -580,8 +585,14 @@ mod tests {
         assert!(backoff.ready(&a, t1));
         assert_eq!(backoff.next_ready([&a], t1), None);
         assert_eq!(backoff.busy(a, t1), Duration::from_millis(200));
-        assert_eq!(backoff.busy(a, t1), Duration::from_millis(400));
-        assert!(!backoff.ready(&a, t1 + Duration::from_millis(399)));
+        // Answers to requests sent before the backoff began do not lengthen it.
+        assert_eq!(backoff.busy(a, t1), Duration::from_millis(200));
+        let t2 = t1 + Duration::from_millis(150);
+        assert_eq!(backoff.busy(a, t2), Duration::from_millis(50));
+        // Refused again once the backoff ended: it doubles.
+        let t3 = t1 + Duration::from_millis(200);
+        assert_eq!(backoff.busy(a, t3), Duration::from_millis(400));
+        assert!(!backoff.ready(&a, t3 + Duration::from_millis(399)));
         backoff.served(&a);
         assert!(backoff.ready(&a, t1));
         assert_eq!(backoff.busy(a, t1), Duration::from_millis(100));

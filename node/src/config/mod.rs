@@ -28,10 +28,6 @@ use std::time::Duration;
 /// Longest `network_id`, in characters.
 pub const MAX_NETWORK_ID_LEN: usize = 64;
 
-/// libp2p request-response's default cap on concurrent streams per connection;
-/// `averaging.max_inflight_per_peer` must stay below it so answers to others still get through.
-pub const REQUEST_RESPONSE_STREAM_CAP: usize = 100;
-
 /// Where the documentation of every key lives, quoted in error messages.
 pub const DOCS: &str = "docs/config.md";
 
@@ -818,13 +814,14 @@ impl AveragingConfig {
                 format!("must be between {MIN_CHUNK_SIZE} and {MAX_CHUNK_SIZE}"),
             ));
         }
-        if !(1..REQUEST_RESPONSE_STREAM_CAP).contains(&self.max_inflight_per_peer) {
+        let most = crate::network::limits::MAX_INFLIGHT_PER_PEER as usize;
+        if !(1..=most).contains(&self.max_inflight_per_peer) {
             return Err(ConfigError::invalid(
                 "averaging.max_inflight_per_peer",
                 self.max_inflight_per_peer,
                 format!(
-                    "must be between 1 and {} (below request-response's stream cap)",
-                    REQUEST_RESPONSE_STREAM_CAP - 1
+                    "must be between 1 and {most} (a murmur node answers Busy past {most} \
+                     requests in flight from one peer)"
                 ),
             ));
         }
@@ -1443,9 +1440,9 @@ mod tests {
                  least 0 (0 = no time limit)",
             ),
             (
-                "[averaging]\nmax_inflight_per_peer = 100",
-                "peer.toml: averaging.max_inflight_per_peer = 100: must be between 1 and 99 \
-                 (below request-response's stream cap)",
+                "[averaging]\nmax_inflight_per_peer = 17",
+                "peer.toml: averaging.max_inflight_per_peer = 17: must be between 1 and 16 (a \
+                 murmur node answers Busy past 16 requests in flight from one peer)",
             ),
             (
                 "[store]\nmemory_budget_mb = 0",

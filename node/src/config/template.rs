@@ -131,7 +131,7 @@ outer_momentum = {outer_momentum}
 freshness_secs = {freshness_secs}
 # Bytes per chunk of a published model, 64 to 4194304.
 chunk_size = {chunk_size}
-# Chunk requests in flight to one peer, 1 to 99.
+# Chunk requests in flight to one peer, 1 to 16.
 max_inflight_per_peer = {max_inflight_per_peer}
 # Bad answers tolerated from a peer before it is avoided.
 error_budget = {error_budget}

@@ -222,6 +222,10 @@ impl ServeState {
     pub fn admit(&mut self, peer: PeerId, now: Instant) -> Decision {
         if !self.peers.contains_key(&peer) && self.peers.len() >= MAX_TRACKED_PEERS {
             self.forget_idle(now);
+            if self.peers.len() >= MAX_TRACKED_PEERS {
+                // Every tracked peer has something in flight: no room for another.
+                return Decision::Busy(BusyReason::NodeInflight);
+            }
         }
         let active = self.active(now) + usize::from(!self.peers.contains_key(&peer));
         let share = peer_share(&self.limits, active);
@@ -248,13 +252,16 @@ impl ServeState {
             return Decision::Busy(BusyReason::PeerInflight);
         }
         // The node's limits turn away peers that have used some of their share; one with its
-        // whole share unused (a full bucket) and nothing in flight is served anyway, so a
-        // flood of others cannot starve it. Once served, its bucket is no longer full: each
-        // peer passes this way once per refill, which bounds the overshoot.
+        // whole share unused (a full bucket, or no per-peer limit) and nothing in flight is
+        // served anyway, so a flood of others cannot starve it. Once served, its bucket is no
+        // longer full: each peer passes this way once per refill. Peer ids cost nothing, so
+        // this exception never takes the bytes in flight past twice the cap.
         let unused = state.inflight == 0
-            && share.is_some_and(|rate| state.upload.level() >= upload_burst(rate));
+            && share.is_none_or(|rate| state.upload.level() >= upload_burst(rate));
         let max_upload = self.limits.max_upload_bytes_per_sec;
-        if self.inflight_bytes >= inflight_cap(max_upload) && !unused {
+        let cap = inflight_cap(max_upload);
+        let excepted = unused && self.inflight_bytes < cap.saturating_mul(2);
+        if self.inflight_bytes >= cap && !excepted {
             return Decision::Busy(BusyReason::NodeInflight);
         }
         if share.is_some() && !state.upload.open() {
@@ -402,12 +409,38 @@ mod tests {
         let t0 = Instant::now();
         let mut s = ServeState::new(limits(1000.0, 0.0, 0.0), t0);
         let (a, b) = (PeerId::random(), PeerId::random());
+        let c = PeerId::random();
         assert_eq!(s.admit(a, t0), Decision::Serve);
         s.sent(a, MAX_INFLIGHT_BYTES);
         assert_eq!(s.inflight_bytes(), MAX_INFLIGHT_BYTES);
-        assert_eq!(s.admit(b, t0), Decision::Busy(BusyReason::NodeInflight));
-        s.done(a, MAX_INFLIGHT_BYTES);
+        assert_eq!(s.admit(a, t0), Decision::Busy(BusyReason::NodeInflight));
+        // A peer with nothing in flight is served once past the cap (with no per-peer
+        // limit too), so that a flood cannot starve it...
         assert_eq!(s.admit(b, t0), Decision::Serve);
+        s.sent(b, MAX_INFLIGHT_BYTES);
+        assert_eq!(s.admit(b, t0), Decision::Busy(BusyReason::NodeInflight));
+        // ...but never past twice the cap, however many fresh peer ids ask.
+        assert_eq!(s.admit(c, t0), Decision::Busy(BusyReason::NodeInflight));
+        s.done(a, MAX_INFLIGHT_BYTES);
+        s.done(b, MAX_INFLIGHT_BYTES);
+        assert_eq!(s.admit(c, t0), Decision::Serve);
+    }
+
+    #[test]
+    fn a_node_tracking_all_it_may_is_busy_for_a_new_peer() {
+        let t0 = Instant::now();
+        let mut s = ServeState::new(limits(10.0, 0.0, 0.0), t0);
+        for _ in 0..MAX_TRACKED_PEERS {
+            let p = PeerId::random();
+            assert_eq!(s.admit(p, t0), Decision::Serve);
+            s.sent(p, 1);
+        }
+        let late = t0 + ACTIVE_FOR;
+        assert_eq!(
+            s.admit(PeerId::random(), late),
+            Decision::Busy(BusyReason::NodeInflight)
+        );
+        assert_eq!(s.tracked(), MAX_TRACKED_PEERS);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use murmur_node::averaging::fetch::{self, ErrorBudgets, FetchLimits};
+use murmur_node::store::ChunkStore;
 use murmur_protocol::ManifestId;
 use murmur_tests::{dial_addr, options, start, wait_for};
 use std::time::Duration;
@@ -67,6 +68,35 @@ async fn a_node_pulls_another_nodes_model_verified_chunk_by_chunk() {
     assert_eq!(
         fetched.chunks_fetched + fetched.chunks_reused,
         b.store.manifest(&id).unwrap().0.chunks.len()
+    );
+
+    // A model of another shape is refused on its manifest (before any chunk is fetched:
+    // `fetch::tests`), and its server is charged as for a refused model.
+    let mut other = layout.tensors().to_vec();
+    other.push(murmur_protocol::tensor::TensorSpec::f32("zz.extra", &[16]));
+    let other = murmur_protocol::Layout::new(other).unwrap();
+    let budgets = ErrorBudgets::new(100);
+    let refused = fetch::fetch(
+        &b.client,
+        &ChunkStore::new(64 << 20),
+        id,
+        &[a.peer_id],
+        &budgets,
+        FetchLimits {
+            per_peer_inflight: 4,
+            deadline: Duration::from_secs(20),
+        },
+        &other,
+    )
+    .await;
+    assert!(
+        matches!(refused, Err(fetch::FetchError::Layout { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(
+        budgets.snapshot(),
+        vec![(a.peer_id, fetch::LAYOUT_CHARGES)],
+        "the server is charged"
     );
 
     // Both sides counted real traffic.

@@ -35,6 +35,16 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
+/// Held by each test for its whole run: the allocator is global, and a test running on
+/// another thread would add its own allocations to what one measures.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn largest_allocation_of(f: impl FnOnce()) -> usize {
     LARGEST.store(0, Ordering::Relaxed);
     f();
@@ -51,6 +61,7 @@ fn body(parts: &[&[u8]]) -> Vec<u8> {
 
 #[test]
 fn hostile_length_claims_allocate_at_most_the_kind_limit() {
+    let _serial = serial();
     let huge = (1u64 << 40).to_le_bytes();
     let one = 1u64.to_le_bytes();
     let v0 = 0u32.to_le_bytes();
@@ -80,6 +91,7 @@ fn hostile_length_claims_allocate_at_most_the_kind_limit() {
 /// 1.7 MB of chunk ids).
 #[test]
 fn claims_under_the_limit_allocate_only_what_is_there() {
+    let _serial = serial();
     const SMALL: usize = 8 * 1024;
     let claim = ((MAX_RESPONSE_BYTES - 64) as u64).to_le_bytes();
     let one = 1u64.to_le_bytes();

@@ -23,6 +23,9 @@ pub struct Cli {
 pub enum Command {
     /// Start N peers on this machine and watch them converge.
     Testnet(crate::testnet::TestnetArgs),
+    /// Simulate N peers in one process, in virtual time (real averaging core, training
+    /// and merges; simulated network, churn and hostile peers).
+    Sim(crate::sim::SimArgs),
     /// Write a commented peer.toml with every key at its default.
     Init(crate::init::InitArgs),
     /// Run one peer of a network (config file + flag overrides).
@@ -109,6 +112,7 @@ impl Command {
     pub fn threads(&self) -> usize {
         match self {
             Command::Train(args) => args.threads,
+            Command::Sim(args) => args.threads,
             Command::Run(args) => args.threads(),
             Command::Init(_)
             | Command::Testnet(_)
@@ -166,6 +170,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Run(args) => block_on(crate::run::run(&args))?,
+        Command::Sim(args) => {
+            crate::sim::run(&args)?.print(args.json);
+            Ok(())
+        }
         Command::Train(args) => {
             let report = crate::train::command::run(&args)?;
             if args.json {

@@ -29,6 +29,7 @@ mod names;
 pub mod network;
 pub mod node;
 pub mod run;
+pub mod sim;
 pub mod store;
 pub mod testnet;
 pub mod train;

@@ -54,6 +54,10 @@ pub struct TestnetArgs {
     /// Stop once every peer's test accuracy reaches this (0..1).
     #[arg(long)]
     pub until_accuracy: Option<f32>,
+    /// Record when each peer first reports this test accuracy (0..1), without stopping
+    /// (`--until-accuracy` records it too).
+    #[arg(long)]
+    pub target_accuracy: Option<f32>,
     /// Stop once every peer's reported accuracy was measured after at least this many
     /// training samples.
     #[arg(long)]
@@ -240,9 +244,11 @@ pub struct PeerSummary {
     pub cpu_secs: Option<f64>,
     /// CPU seconds its training thread had spent evaluating on the test split.
     pub eval_cpu_secs: f64,
-    /// With `--until-accuracy`: seconds until this peer first reported the target accuracy.
+    /// With `--until-accuracy` or `--target-accuracy`: seconds until this peer first
+    /// reported the target accuracy.
     pub reached_target_secs: Option<f64>,
-    /// With `--until-accuracy`: `eval_samples` of the first status reporting the target.
+    /// With `--until-accuracy` or `--target-accuracy`: `eval_samples` of the first status
+    /// reporting the target.
     pub reached_target_samples: Option<u64>,
     /// Partner models it refused.
     pub merges_rejected: u64,
@@ -266,6 +272,8 @@ pub enum StopReason {
     Duration,
     /// Ctrl-C.
     Interrupted,
+    /// Every honest peer ran its rounds (`murmur sim`).
+    Rounds,
 }
 
 /// The testnet's outcome.
@@ -512,7 +520,10 @@ pub async fn run(args: &TestnetArgs) -> anyhow::Result<TestnetSummary> {
             if let Ok(s) = fetch_status(p.dashboard).await {
                 if p.reached.is_none()
                     && s.version > 0
-                    && args.until_accuracy.is_some_and(|a| s.accuracy >= a)
+                    && args
+                        .until_accuracy
+                        .or(args.target_accuracy)
+                        .is_some_and(|a| s.accuracy >= a)
                 {
                     p.reached = Some((started.elapsed().as_secs_f64(), s.eval_samples));
                 }

@@ -15,6 +15,7 @@
 //! ([`MAX_SERVED_CHUNK_DATA`]) and never name a chunk twice: replies match the request's ids
 //! one to one, in order.
 
+pub use super::budgets::ErrorBudgets;
 use crate::network::limits::{MAX_SERVED_CHUNK_DATA, busy_backoff};
 use crate::network::{Client, RequestError};
 use crate::store::ChunkStore;
@@ -28,7 +29,7 @@ use murmur_protocol::{
     ChunkId, ChunkReply, DecodeError, FlatParams, Manifest, ManifestId, Request, Response,
 };
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::{Arc, Mutex};
+
 use std::time::{Duration, Instant};
 
 /// Limits of one fetch.
@@ -38,69 +39,6 @@ pub struct FetchLimits {
     pub per_peer_inflight: usize,
     /// The whole fetch must finish within this.
     pub deadline: Duration,
-}
-
-/// Bad answers charged per peer, shared by every fetch of a node. A peer whose charges reach
-/// the budget is avoided; a good manifest answer, and the chunks a peer served to a fetch
-/// that completed, forgive one charge each, so a peer that was only slow for a while comes
-/// back.
-#[derive(Debug, Clone)]
-pub struct ErrorBudgets {
-    budget: u32,
-    charges: Arc<Mutex<HashMap<PeerId, u32>>>,
-}
-
-impl ErrorBudgets {
-    /// Budgets of `budget` bad answers per peer.
-    pub fn new(budget: u32) -> Self {
-        Self {
-            budget: budget.max(1),
-            charges: Arc::default(),
-        }
-    }
-
-    fn with<T>(&self, f: impl FnOnce(&mut HashMap<PeerId, u32>) -> T) -> T {
-        f(&mut self.charges.lock().unwrap_or_else(|e| e.into_inner()))
-    }
-
-    /// Records a bad answer from `peer`.
-    pub fn charge(&self, peer: PeerId) {
-        self.with(|c| *c.entry(peer).or_default() += 1);
-    }
-
-    /// Records a good answer from `peer`.
-    pub fn forgive(&self, peer: PeerId) {
-        self.with(|c| {
-            if let Some(n) = c.get_mut(&peer) {
-                *n = n.saturating_sub(1);
-            }
-        });
-    }
-
-    /// Forgives half of `peer`'s charges (rounding the remainder down), e.g. when a block
-    /// for spending its budget ended.
-    pub fn pardon(&self, peer: &PeerId) {
-        self.with(|c| {
-            if let Some(n) = c.get_mut(peer) {
-                *n /= 2;
-            }
-        });
-    }
-
-    /// Forgets peers with no charges left.
-    pub fn prune(&self) {
-        self.with(|c| c.retain(|_, n| *n > 0));
-    }
-
-    /// True when `peer` should be avoided.
-    pub fn exhausted(&self, peer: &PeerId) -> bool {
-        self.with(|c| c.get(peer).is_some_and(|&n| n >= self.budget))
-    }
-
-    /// Charges per peer, for status pages.
-    pub fn snapshot(&self) -> Vec<(PeerId, u32)> {
-        self.with(|c| c.iter().map(|(p, n)| (*p, *n)).collect())
-    }
 }
 
 /// Charges for a request that timed out: a peer that takes requests and never answers holds
@@ -596,22 +534,6 @@ mod tests {
         backoff.served(&a);
         assert!(backoff.ready(&a, t1));
         assert_eq!(backoff.busy(a, t1), Duration::from_millis(100));
-    }
-
-    #[test]
-    fn budgets_charge_forgive_pardon_and_prune() {
-        let (a, b) = (PeerId::random(), PeerId::random());
-        let budgets = ErrorBudgets::new(3);
-        for _ in 0..3 {
-            budgets.charge(a);
-        }
-        budgets.charge(b);
-        assert!(budgets.exhausted(&a) && !budgets.exhausted(&b));
-        budgets.pardon(&a);
-        assert!(!budgets.exhausted(&a));
-        budgets.forgive(b);
-        budgets.prune();
-        assert_eq!(budgets.snapshot(), vec![(a, 1)]);
     }
 
     #[test]

@@ -411,6 +411,7 @@ fn testnet_args(args: &ConvergeArgs, dir: PathBuf) -> TestnetArgs {
         partition: args.partition,
         duration: Some(args.timeout),
         until_accuracy: None,
+        target_accuracy: None,
         until_samples: None,
         dir: Some(dir),
         json: false,

@@ -130,6 +130,7 @@ pub async fn run(args: &HostileArgs) -> anyhow::Result<Report> {
             partition: args.partition,
             duration: Some(args.duration),
             until_accuracy: None,
+            target_accuracy: None,
             until_samples: None,
             dir: Some(run_dir.clone()),
             json: false,

@@ -1,13 +1,13 @@
-//! One averaging, as a task the node spawns: fetch the chosen partners' models (only from
-//! peers that announced them, and only if their layout is ours; a straggler is not waited
-//! for long once one model is in), hand them to the training thread, and charge the peers
-//! whose models it refused. It reports what happened as an
-//! [`AveragingEvent`]. It owns nothing past its run: the node chose the partners and the
-//! training thread does the merge.
+//! One averaging, as a task the node spawns to carry out the core's [`Plan`]: fetch the
+//! partners' models from the holders the plan names (only if their layout is ours; a
+//! straggler is not waited for long once one model is in), hand them to the training thread
+//! with the plan's weights, and report each partner's [`Fate`] (the core charges the peers
+//! whose models were refused) with an [`AveragingEvent`]. It owns nothing past its run: the
+//! core chose the partners and the training thread does the merge.
 
-use super::{AveragingEvent, ModelFetch, REJECTED_MODEL_CHARGES, VERDICT_WAIT};
+use super::{AveragingEvent, ModelFetch, VERDICT_WAIT};
+use crate::averaging::core::{Fate, Outcome, Plan};
 use crate::averaging::fetch::{self, ErrorBudgets, FetchError, FetchLimits, Fetched};
-use crate::averaging::policy::{Known, PartnerModel, Policy};
 use crate::averaging::robust::{Rejection, Taken};
 use crate::metrics::Counters;
 use crate::network::Client;
@@ -21,31 +21,28 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
-/// One partner to fetch: its announcement, who holds the model, its lag in our rounds.
-#[derive(Debug, Clone)]
-pub struct Partner {
-    pub known: Known<PeerId>,
-    pub holders: Vec<PeerId>,
-    pub lag_rounds: f64,
-}
-
 /// Everything one averaging needs.
 pub struct Job {
-    pub partners: Vec<Partner>,
-    /// Adopt the (single) partner's model instead of merging.
-    pub adopt: bool,
-    pub own_samples: u64,
+    pub plan: Plan<PeerId>,
     pub layout: Layout,
     pub client: Client,
     pub store: ChunkStore,
     pub budgets: ErrorBudgets,
     pub counters: Arc<Counters>,
     pub limits: FetchLimits,
-    pub policy: Policy,
     pub merges: mpsc::Sender<ToTrainer>,
-    pub report: mpsc::Sender<AveragingEvent>,
+    pub report: mpsc::Sender<Done>,
     /// When the node started (events are timed from it).
     pub node_started: Instant,
+}
+
+/// What an averaging reports: its plan, each partner's fate in the plan's order, and the
+/// event for the status page (its `outcome` set by the core).
+#[derive(Debug)]
+pub struct Done {
+    pub plan: Plan<PeerId>,
+    pub fates: Vec<Fate>,
+    pub event: AveragingEvent,
 }
 
 /// Once one partner's model is fetched, how much longer the others are waited for: a
@@ -58,8 +55,9 @@ pub const STRAGGLER_WAIT: Duration = Duration::from_millis(500);
 /// running [`STRAGGLER_WAIT`] after the first model arrived.
 async fn fetch_all(job: &Job) -> Vec<Option<Result<Fetched, FetchError>>> {
     let mut results: Vec<Option<Result<Fetched, FetchError>>> =
-        job.partners.iter().map(|_| None).collect();
+        job.plan.partners.iter().map(|_| None).collect();
     let mut running: FuturesUnordered<_> = job
+        .plan
         .partners
         .iter()
         .enumerate()
@@ -104,9 +102,9 @@ pub async fn run(job: Job) {
     let started = Instant::now();
     let results = fetch_all(&job).await;
     let mut offered = Vec::new();
-    let mut weighed = Vec::new();
+    let mut fates = Vec::new();
     let mut models = Vec::new();
-    for (p, result) in job.partners.iter().zip(results) {
+    for (i, (p, result)) in job.plan.partners.iter().zip(results).enumerate() {
         let k = &p.known;
         let mut view = ModelFetch {
             peer_id: k.peer.to_string(),
@@ -123,6 +121,7 @@ pub async fn run(job: Job) {
                 view.error = Some(format!(
                     "not fetched within {STRAGGLER_WAIT:?} of the first model"
                 ));
+                fates.push(Fate::Unfetched { partly: false });
             }
             Some(Ok(f)) => {
                 Counters::add(&job.counters.chunks_fetched, f.chunks_fetched as u64);
@@ -135,16 +134,15 @@ pub async fn run(job: Job) {
                     .iter()
                     .map(|(p, n)| (p.to_string(), *n as u64))
                     .collect();
-                offered.push((models.len(), k.peer, f.params));
-                weighed.push(PartnerModel {
-                    samples: k.samples,
-                    lag_rounds: p.lag_rounds,
-                });
+                offered.push((i, f.params));
+                // Until the trainer's verdict says otherwise.
+                fates.push(Fate::Refused);
             }
             Some(Err(e)) => {
                 Counters::inc(&job.counters.fetch_failures);
                 tracing::warn!(peer = %k.peer, "fetch failed: {e}");
                 view.error = Some(e.to_string());
+                fates.push(Fate::Unfetched { partly: false });
             }
         }
         models.push(view);
@@ -152,18 +150,19 @@ pub async fn run(job: Job) {
     let (tx, rx) = oneshot::channel();
     let message = if offered.is_empty() {
         ToTrainer::Skip
-    } else if job.adopt {
+    } else if job.plan.adopt {
         match offered.first() {
-            Some((_, _, model)) => ToTrainer::Adopt {
+            Some((_, model)) => ToTrainer::Adopt {
                 model: model.clone(),
                 verdicts: Some(tx),
             },
             None => ToTrainer::Skip,
         }
     } else {
+        let fetched: Vec<usize> = offered.iter().map(|(i, _)| *i).collect();
         ToTrainer::Merge {
-            partners: offered.iter().map(|(_, _, m)| m.clone()).collect(),
-            weights: job.policy.weights(job.own_samples, &weighed),
+            partners: offered.iter().map(|(_, m)| m.clone()).collect(),
+            weights: job.plan.weights(&fetched),
             verdicts: Some(tx),
         }
     };
@@ -178,48 +177,43 @@ pub async fn run(job: Job) {
             .and_then(Result::ok)
             .unwrap_or_default()
     };
-    let (mut taken, mut adopted) = (0, false);
-    for ((index, peer, _), verdict) in offered.iter().zip(&verdicts) {
-        match verdict {
-            Ok(how) => {
-                taken += 1;
-                adopted |= *how == Taken::Adopted;
-                job.budgets.forgive(*peer);
-            }
+    for ((index, _), verdict) in offered.iter().zip(&verdicts) {
+        let fate = match verdict {
+            Ok(Taken::Adopted) => Fate::Adopted,
+            Ok(Taken::Merged) => Fate::Merged,
             Err(why) => {
-                for _ in 0..REJECTED_MODEL_CHARGES {
-                    job.budgets.charge(*peer);
-                }
-                tracing::warn!(%peer, "model refused: {why}");
+                tracing::warn!(peer = %job.plan.partners[*index].known.peer, "model refused: {why}");
                 if let Some(view) = models.get_mut(*index) {
                     view.error = Some(format!("refused: {why}"));
                 }
+                Fate::Refused
             }
+        };
+        if let Some(slot) = fates.get_mut(*index) {
+            *slot = fate;
+        }
+    }
+    // A model offered but never judged (the trainer did not answer) is not charged.
+    for (index, _) in offered.iter().skip(verdicts.len()) {
+        if let Some(slot) = fates.get_mut(*index) {
+            *slot = Fate::Unfetched { partly: true };
         }
     }
     let millis = started.elapsed().as_millis() as u64;
-    let outcome = if adopted {
-        "adopted"
-    } else if taken > 0 {
-        "merged"
-    } else if !offered.is_empty()
-        || models
-            .iter()
-            .any(|m| m.chunks_fetched + m.chunks_reused > 0)
-    {
-        "rejected"
-    } else {
-        "failed"
+    let outcome = Outcome::of(&fates);
+    let event = AveragingEvent {
+        at_secs: job.node_started.elapsed().as_secs_f64(),
+        kind: if job.plan.adopt { "adopt" } else { "merge" }.into(),
+        outcome: outcome.as_str().into(),
+        millis,
+        models,
     };
-    tracing::debug!(elapsed_ms = millis, outcome, "averaging done");
     let _ = job
         .report
-        .send(AveragingEvent {
-            at_secs: job.node_started.elapsed().as_secs_f64(),
-            kind: if job.adopt { "adopt" } else { "merge" }.into(),
-            outcome: outcome.into(),
-            millis,
-            models,
+        .send(Done {
+            plan: job.plan,
+            fates,
+            event,
         })
         .await;
 }

@@ -90,15 +90,14 @@ impl Hostile {
         Hostile::Layout,
     ];
 
-    /// The snapshot to announce and serve instead of `own` (this round's real model), cut
-    /// into `chunk_size` chunks.
-    pub fn snapshot(
+    /// The model to announce and serve instead of `own` (this round's real model); `None`
+    /// for [`Hostile::DupChunks`], whose manifest is no model at all.
+    pub fn poisoned(
         &self,
         own: &FlatParams,
-        chunk_size: u32,
         rng: &mut impl Rng,
-    ) -> anyhow::Result<Snapshot> {
-        let poisoned = match self {
+    ) -> anyhow::Result<Option<FlatParams>> {
+        Ok(Some(match self {
             Hostile::Scale(k) => map(own, |v| v * k),
             Hostile::SamplesMax | Hostile::VersionMax => map(own, |v| -v),
             Hostile::Random => random_like(own, rng)?,
@@ -111,9 +110,22 @@ impl Hostile {
                 named.push((TensorSpec::f32("zz.hostile", &[16]), vec![0.5; 16]));
                 FlatParams::from_named(named)?
             }
-            Hostile::DupChunks => return dup_chunks(),
-        };
-        Ok(Snapshot::from_params(poisoned, chunk_size)?)
+            Hostile::DupChunks => return Ok(None),
+        }))
+    }
+
+    /// The snapshot to announce and serve instead of `own` (this round's real model), cut
+    /// into `chunk_size` chunks.
+    pub fn snapshot(
+        &self,
+        own: &FlatParams,
+        chunk_size: u32,
+        rng: &mut impl Rng,
+    ) -> anyhow::Result<Snapshot> {
+        match self.poisoned(own, rng)? {
+            Some(poisoned) => Ok(Snapshot::from_params(poisoned, chunk_size)?),
+            None => dup_chunks(),
+        }
     }
 
     /// The `version` and `samples` claimed for the announcement of a round that really has

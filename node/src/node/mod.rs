@@ -10,22 +10,26 @@
 //! that pass at its next step boundary and says which it refused; their peers are charged,
 //! and peers over their error budget are blocked.
 //!
-//! The node task owns the per-peer table (`peers`), the version counter and the blocks; it
-//! never touches the swarm (only the network [`Client`]) nor the model (only the trainer's
+//! Every decision on partners (whom to pull, from which holders, adopt or merge, with what
+//! weights, whom to charge, block or disconnect, which version to announce) is made by the
+//! IO-less [`crate::averaging::core`]: the node task feeds it real events on its monotonic
+//! clock with an OS-seeded RNG and carries out what it returns. The node task owns that core;
+//! it never touches the swarm (only the network [`Client`]) nor the model (only the trainer's
 //! queue).
 
 mod averaging;
 mod events;
 mod hostile;
-mod peers;
 mod status;
 
 pub use events::{EVENT_BUFFER, NodeEvent};
 pub use hostile::Hostile;
 pub use status::{AveragingEvent, ModelFetch, NodeStatus, PeerView, RECENT_AVERAGINGS};
 
-use crate::averaging::fetch::{ErrorBudgets, FetchLimits};
-use crate::averaging::policy::{Known, Policy};
+use crate::averaging::core::{Action, Core, CoreConfig, Outcome, OwnModel, RoundStep};
+use crate::averaging::fetch::FetchLimits;
+use crate::averaging::peers::Heed;
+use crate::averaging::policy::Policy;
 use crate::data::{self, DatasetName, Partition, ShardSpec};
 use crate::metrics::Counters;
 use crate::network::{self, Client, Event, NetworkConfig, Traffic};
@@ -36,10 +40,9 @@ use anyhow::Context;
 use libp2p::PeerId;
 use murmur_protocol::projection::project;
 use murmur_protocol::{Announce, Layout, ManifestId, MetricsSummary, Snapshot};
-use peers::{Heed, PeerTable};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -188,7 +191,6 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<RunningNode> {
         ..NodeStatus::default()
     });
     let (stop, stop_rx) = watch::channel(false);
-    let budgets = ErrorBudgets::new(opts.error_budget);
     let (averaged, averaged_rx) = mpsc::channel(4);
     let (events_tx, _) = broadcast::channel(EVENT_BUFFER);
     let history = crate::history::History::new(crate::history::HISTORY_POINTS);
@@ -198,6 +200,14 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<RunningNode> {
         stop_rx.clone(),
         crate::history::HISTORY_EVERY,
     );
+    let core = Core::new(
+        CoreConfig {
+            policy: opts.policy.clone(),
+            error_budget: opts.error_budget,
+        },
+        version,
+        checkpoint.is_some(),
+    );
     let state = NodeTask {
         opts,
         peer_id,
@@ -205,19 +215,12 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<RunningNode> {
         store: store.clone(),
         counters,
         traffic,
-        budgets,
-        peers: PeerTable::default(),
-        penalized: HashMap::new(),
-        last_decay: Instant::now(),
+        core,
         layout: None,
-        version,
         own: None,
         started: Instant::now(),
         rng: ChaCha8Rng::from_os_rng(),
         status: status_tx,
-        adopted: checkpoint.is_some(),
-        last_announce: None,
-        round_time: None,
         last_checkpoint: None,
         checkpoint_failing: 0,
         checkpoint_version: checkpoint.as_ref().map(|ck| ck.version),
@@ -261,28 +264,15 @@ struct NodeTask {
     store: ChunkStore,
     counters: Arc<Counters>,
     traffic: Arc<Traffic>,
-    budgets: ErrorBudgets,
-    /// Peers heard from, models taken from them, blocked peers.
-    peers: PeerTable,
-    /// The charges last turned into each peer's gossip score.
-    penalized: HashMap<PeerId, u32>,
-    /// When charges last faded.
-    last_decay: Instant,
+    /// Every partner decision: peers heard, plans, charges, blocks, the version counter.
+    core: Core<PeerId>,
     /// This node's model layout (known after its first round): a partner model of another
     /// is refused before any chunk of it is fetched.
     layout: Option<Layout>,
-    version: u64,
     own: Option<Own>,
     started: Instant,
     rng: ChaCha8Rng,
     status: watch::Sender<NodeStatus>,
-    /// True once this node has a model of the network's (resumed, adopted or merged): until
-    /// then it offers one fresh model at a time for adoption instead of averaging.
-    adopted: bool,
-    last_announce: Option<Instant>,
-    /// This node's recent time per announced round (moving average), the unit of a
-    /// partner model's lag.
-    round_time: Option<Duration>,
     last_checkpoint: Option<Instant>,
     /// Checkpoint writes failed in a row (0 after a success): each doubles the wait before
     /// the next attempt.
@@ -294,7 +284,7 @@ struct NodeTask {
     /// The latest announced model if it has not been checkpointed yet (written at shutdown).
     unsaved: Option<(Snapshot, u64, u64)>,
     /// Where averaging tasks report what they did.
-    averaged: mpsc::Sender<AveragingEvent>,
+    averaged: mpsc::Sender<averaging::Done>,
     /// The latest averagings, oldest first.
     averagings: VecDeque<AveragingEvent>,
     /// How this node joined the network, if it adopted a model.
@@ -306,22 +296,10 @@ struct NodeTask {
 /// How often the status snapshot is refreshed between events.
 const STATUS_EVERY: Duration = Duration::from_millis(500);
 
-/// Least time between two announced models: announcing faster would flood gossip with
-/// models nobody has time to fetch. Rounds finished sooner are not announced (training goes
-/// on; the next one is). It is below [`MIN_ROUND_TIME`], so that only rounds bunched up by
-/// a late merge are skipped.
-const MIN_ANNOUNCE_INTERVAL: Duration = Duration::from_millis(200);
-
 /// Least time a round of the training thread takes: a small model on a fast core finishes
 /// a round in a few milliseconds, and local steps that no partner will see before the next
 /// merge only drift toward this peer's own data.
 pub const MIN_ROUND_TIME: Duration = Duration::from_millis(250);
-
-/// A connected peer silent on gossip for this long, and for three of its own rounds, has a
-/// connection whose gossip stream died (seen after a container's network was cut and
-/// reconnected: pings still pass, no announcement does); it is disconnected so that a fresh
-/// connection is made. A peer whose rounds are slow is given three of them.
-const GOSSIP_SILENCE: Duration = Duration::from_secs(15);
 
 /// Longest wait between two checkpoint attempts after failures in a row (a full disk or a
 /// read-only data dir): the wait doubles from `checkpoint_every` after each failure, up to
@@ -335,25 +313,6 @@ fn checkpoint_backoff(every: Duration, failing: u32) -> Duration {
     backoff.min(CHECKPOINT_MAX_BACKOFF.max(every))
 }
 
-/// How long a peer whose charges reached the error budget stays blocked (disconnected, its
-/// connections refused, its announcements ignored). Afterwards half its charges are forgiven.
-pub const BLOCK_FOR: Duration = Duration::from_secs(120);
-
-/// A peer over its budget is blocked only if it was heard this recently.
-const BLOCK_IF_HEARD_WITHIN: Duration = Duration::from_secs(5);
-
-/// Every this long, one charge of every charged peer is forgiven.
-const CHARGE_DECAY: Duration = Duration::from_secs(10);
-
-/// Charges for a model that failed a check (a bad chunk costs one). Fetching it forgave its
-/// peer up to two (a good manifest answer, and its chunks once the fetch completed), so a
-/// refusal must cost more than that: each refused model moves its peer at least two charges
-/// closer to a block, each accepted one forgives one more.
-const REJECTED_MODEL_CHARGES: u32 = 4;
-
-/// Announcements older than this many freshness windows are forgotten.
-const FORGET_AFTER_FRESHNESS: u32 = 4;
-
 /// How long an averaging waits for the training thread's verdicts on the models it offered.
 const VERDICT_WAIT: Duration = Duration::from_secs(30);
 
@@ -362,7 +321,7 @@ impl NodeTask {
         mut self,
         trainer: TrainerHandle,
         mut events: mpsc::Receiver<Event>,
-        mut averaged: mpsc::Receiver<AveragingEvent>,
+        mut averaged: mpsc::Receiver<averaging::Done>,
         mut stop: watch::Receiver<bool>,
     ) {
         let mut rounds = trainer.rounds.clone();
@@ -373,20 +332,7 @@ impl NodeTask {
             tokio::select! {
                 _ = stop.changed() => break,
                 Some(event) = events.recv() => self.on_event(event),
-                Some(done) = averaged.recv() => {
-                    if self.averagings.len() >= RECENT_AVERAGINGS {
-                        self.averagings.pop_front();
-                    }
-                    let _ = self.events.send(NodeEvent::Averaging(done.clone()));
-                    if done.kind == "adopt" && done.outcome != "failed" && done.outcome != "rejected" {
-                        // Adopted outright, or merged with: either way it has joined.
-                        self.adopted = true;
-                    }
-                    if done.outcome == "adopted" {
-                        self.adoption = Some(done.clone());
-                    }
-                    self.averagings.push_back(done);
-                }
+                Some(done) = averaged.recv() => self.on_averaged(done),
                 changed = rounds.changed() => {
                     if changed.is_err() {
                         tracing::error!("training thread stopped");
@@ -405,13 +351,21 @@ impl NodeTask {
                         break;
                     }
                     trained.borrow_and_update();
-                    // One averaging at a time; the trainer hears of every round without one.
-                    let idle = averaging.as_ref().is_none_or(|t| t.is_finished());
-                    if idle {
-                        averaging = self.start_averaging(&trainer);
+                    // Reports first: the core must know whether the last averaging ended.
+                    while let Ok(done) = averaged.try_recv() {
+                        self.on_averaged(done);
                     }
-                    if !idle || averaging.is_none() {
-                        let _ = trainer.merges.try_send(ToTrainer::Skip);
+                    if self.core.averaging() && averaging.as_ref().is_none_or(|t| t.is_finished()) {
+                        tracing::warn!("an averaging task ended without a report");
+                        self.core.averaging_abandoned();
+                    }
+                    // One averaging at a time (the core says); the trainer hears of every
+                    // round without one.
+                    match self.start_averaging(&trainer) {
+                        Some(task) => averaging = Some(task),
+                        None => {
+                            let _ = trainer.merges.try_send(ToTrainer::Skip);
+                        }
                     }
                 }
                 _ = tick.tick() => {
@@ -420,8 +374,7 @@ impl NodeTask {
                         break;
                     }
                     let net = self.client.status().await;
-                    self.drop_silent(&net).await;
-                    self.enforce_budgets().await;
+                    self.tick(&net).await;
                     self.publish_status(&net);
                 }
             }
@@ -437,26 +390,39 @@ impl NodeTask {
         }
     }
 
+    /// An averaging task ended: the core charges its partners and says how it went.
+    fn on_averaged(&mut self, done: averaging::Done) {
+        let averaging::Done {
+            plan,
+            fates,
+            mut event,
+        } = done;
+        let outcome = self.core.averaging_done(&plan, &fates);
+        event.outcome = outcome.as_str().into();
+        tracing::debug!(outcome = outcome.as_str(), "averaging done");
+        if self.averagings.len() >= RECENT_AVERAGINGS {
+            self.averagings.pop_front();
+        }
+        let _ = self.events.send(NodeEvent::Averaging(event.clone()));
+        if outcome == Outcome::Adopted {
+            self.adoption = Some(event.clone());
+        }
+        self.averagings.push_back(event);
+    }
+
     fn on_event(&mut self, event: Event) {
         match event {
             Event::Announce { from, announce } => {
                 if from == self.peer_id {
                     return;
                 }
-                // A peer is heard at most once per half of this node's round: announcing in
-                // bursts does not make it look fresher than the others.
-                let min_interval =
-                    MIN_ANNOUNCE_INTERVAL.max(self.round_time.unwrap_or_default() / 2);
                 let (manifest, version, samples, metrics) = (
                     announce.manifest,
                     announce.version,
                     announce.samples,
                     announce.metrics,
                 );
-                match self
-                    .peers
-                    .hear(from, *announce, Instant::now(), min_interval)
-                {
+                match self.core.hear(self.started.elapsed(), from, *announce) {
                     Heed::Recorded => {}
                     Heed::Throttled => {
                         Counters::inc(&self.counters.announces_throttled);
@@ -478,7 +444,7 @@ impl NodeTask {
             }
             Event::Rejected { from, reason } => {
                 Counters::inc(&self.counters.announces_rejected);
-                self.budgets.charge(from);
+                self.core.announcement_rejected(from);
                 tracing::debug!(%from, "announcement rejected: {reason}");
                 let _ = self.events.send(NodeEvent::Rejected {
                     at_secs: self.started.elapsed().as_secs_f64(),
@@ -493,28 +459,21 @@ impl NodeTask {
     /// Snapshots, checkpoints and announces a finished round (unless the last announcement
     /// was too recent).
     async fn on_round(&mut self, round: &RoundResult) -> anyhow::Result<()> {
-        if self
-            .last_announce
-            .is_some_and(|t| t.elapsed() < MIN_ANNOUNCE_INTERVAL)
-        {
-            return Ok(());
-        }
-        if !round.params.all_finite() || !round.eval.loss.is_finite() {
-            // The training thread rolls such a model back before publishing it; never
-            // announce or checkpoint one regardless.
-            tracing::error!(
-                round = round.round,
-                "round with a non-finite model not announced"
-            );
-            return Ok(());
-        }
+        let finite = round.params.all_finite() && round.eval.loss.is_finite();
+        let version = match self.core.round_finished(self.started.elapsed(), finite) {
+            RoundStep::Announce { version } => version,
+            RoundStep::TooSoon => return Ok(()),
+            RoundStep::NonFinite => {
+                // The training thread rolls such a model back before publishing it; never
+                // announce or checkpoint one regardless.
+                tracing::error!(
+                    round = round.round,
+                    "round with a non-finite model not announced"
+                );
+                return Ok(());
+            }
+        };
         self.layout = Some(round.params.layout().clone());
-        if let Some(last) = self.last_announce {
-            let t = last.elapsed();
-            self.round_time = Some(self.round_time.map_or(t, |avg| (avg * 3 + t) / 4));
-        }
-        self.last_announce = Some(Instant::now());
-        self.version += 1;
         Counters::inc(&self.counters.rounds);
         let params = round.params.clone();
         let chunk_size = self.opts.chunk_size;
@@ -531,7 +490,7 @@ impl NodeTask {
         };
         let stats = self.store.insert_own(&announced);
         tracing::debug!(
-            version = self.version,
+            version = version,
             new = stats.new_chunks,
             reused = stats.reused_chunks,
             "snapshot"
@@ -544,12 +503,16 @@ impl NodeTask {
             self.unsaved = None;
             // A failed write is logged, counted and retried later: training, serving and
             // announcing go on.
-            self.checkpoint(snapshot.clone(), self.version, round.samples)
+            self.checkpoint(snapshot.clone(), version, round.samples)
                 .await;
         } else {
-            self.unsaved = Some((snapshot.clone(), self.version, round.samples));
+            self.unsaved = Some((snapshot.clone(), version, round.samples));
         }
 
+        self.core.announced(OwnModel {
+            manifest: announced.id,
+            samples: round.samples,
+        });
         self.own = Some(Own {
             manifest: announced.id,
             samples: round.samples,
@@ -561,8 +524,8 @@ impl NodeTask {
         let counters = self.counters.snapshot(&self.traffic);
         let net = self.client.status().await;
         let (version, samples) = match self.opts.hostile {
-            Some(h) => h.claims(self.version, round.samples),
-            None => (self.version, round.samples),
+            Some(h) => h.claims(version, round.samples),
+            None => (version, round.samples),
         };
         let announce = Announce {
             manifest: announced.id,
@@ -591,7 +554,7 @@ impl NodeTask {
             at_secs: self.started.elapsed().as_secs_f64(),
             peer_id: self.peer_id.to_string(),
             own: true,
-            version: self.version,
+            version,
             manifest: announced.id.to_hex(),
             samples: round.samples,
             accuracy: announce.metrics.accuracy,
@@ -605,7 +568,7 @@ impl NodeTask {
             tracing::debug!("announce not published: {e}");
         }
         tracing::info!(
-            version = self.version,
+            version = version,
             accuracy = format!("{:.4}", round.eval.accuracy),
             loss = format!("{:.4}", round.eval.loss),
             samples = round.samples,
@@ -675,111 +638,18 @@ impl NodeTask {
         Ok(())
     }
 
-    /// Peers with a model this node has not merged yet, as the policy sees them.
-    fn known(&self) -> Vec<Known<PeerId>> {
-        let now = self.started.elapsed();
-        self.peers
-            .known
-            .iter()
-            .filter(|(p, h)| self.peers.merged.get(*p) != Some(&h.announce.manifest))
-            .map(|(peer, h)| Known {
-                peer: *peer,
-                manifest: h.announce.manifest,
-                version: h.announce.version,
-                samples: h.announce.samples,
-                seen_at: now.saturating_sub(h.at.elapsed()),
-            })
-            .collect()
-    }
-
-    /// Who to ask for model `id`: `first` (its announcer), then every other peer whose latest
-    /// announcement names it. Peers that never announced it are not asked (nor charged).
-    fn holders(&self, id: &ManifestId, first: PeerId) -> Vec<PeerId> {
-        std::iter::once(first)
-            .chain(
-                self.peers
-                    .known
-                    .iter()
-                    .filter(|(p, h)| **p != first && h.announce.manifest == *id)
-                    .map(|(p, _)| *p),
-            )
-            .collect()
-    }
-
+    /// Starts the averaging the core plans, if any.
     fn start_averaging(&mut self, trainer: &TrainerHandle) -> Option<JoinHandle<()>> {
-        let own = self.own.clone()?;
         let layout = self.layout.clone()?;
-        let known = self.known();
-        let now = self.started.elapsed();
-        let avoid: Vec<PeerId> = known
-            .iter()
-            .map(|k| k.peer)
-            .filter(|p| self.budgets.exhausted(p))
-            .collect();
-        // A fresh node that hears the network has moved on (some announcement claims a
-        // later version than its own) tries to adopt a model instead of averaging: a fresh
-        // model drawn at random, which the training thread takes only if it clearly beats its own
-        // on held-back data. The claim only starts the attempt; it picks nothing.
-        let recent = self.round_time.unwrap_or(MIN_ANNOUNCE_INTERVAL);
-        let candidate = if self.adopted || !known.iter().any(|k| k.version > self.version) {
-            None
-        } else {
-            self.opts
-                .policy
-                .adoption_candidate(&known, Some(&own.manifest), &avoid, now, &mut self.rng)
-                .cloned()
-        };
-        let adopt = candidate.is_some();
-        let chosen: Vec<Known<PeerId>> = match candidate {
-            Some(k) => vec![k],
-            None => self
-                .opts
-                .policy
-                .choose(
-                    &known,
-                    Some(&own.manifest),
-                    &avoid,
-                    now,
-                    recent,
-                    &mut self.rng,
-                )
-                .into_iter()
-                .cloned()
-                .collect(),
-        };
-        if chosen.is_empty() {
-            return None;
-        }
-        // Averaging with the network joins it; an adoption joins it once it succeeds.
-        if !adopt {
-            self.adopted = true;
-        }
-        let round = self
-            .round_time
-            .unwrap_or(MIN_ANNOUNCE_INTERVAL)
-            .max(Duration::from_millis(1));
-        let partners: Vec<averaging::Partner> = chosen
-            .into_iter()
-            .map(|k| averaging::Partner {
-                holders: self.holders(&k.manifest, k.peer),
-                lag_rounds: now.saturating_sub(k.seen_at).as_secs_f64() / round.as_secs_f64(),
-                known: k,
-            })
-            .collect();
-        for p in &partners {
-            self.peers.merged.insert(p.known.peer, p.known.manifest);
-        }
+        let plan = self.core.plan(self.started.elapsed(), &mut self.rng)?;
         let job = averaging::Job {
-            partners,
-            adopt,
-            own_samples: own.samples,
+            plan,
             layout,
             client: self.client.clone(),
             store: self.store.clone(),
-            budgets: self.budgets.clone(),
+            budgets: self.core.budgets().clone(),
             counters: self.counters.clone(),
             limits: self.opts.fetch,
-            policy: self.opts.policy.clone(),
             merges: trainer.merges.clone(),
             report: self.averaged.clone(),
             node_started: self.started,
@@ -787,60 +657,22 @@ impl NodeTask {
         Some(tokio::spawn(averaging::run(job)))
     }
 
-    /// Blocks peers whose charges reached the error budget (for [`BLOCK_FOR`]), forgives
-    /// half the charges of those whose block ended, forgets old announcements, and turns
-    /// every peer's charges into its gossip score.
-    async fn enforce_budgets(&mut self) {
-        let now = Instant::now();
-        let keep = self.opts.policy.freshness * FORGET_AFTER_FRESHNESS;
-        for peer in self.peers.prune(now, keep) {
-            tracing::info!(%peer, "block ended");
-            self.budgets.pardon(&peer);
-        }
-        // Charges fade: one forgiven per peer every CHARGE_DECAY, so a peer charged for
-        // timeouts while a network split cut it off is chosen again some time after the heal.
-        if self.last_decay.elapsed() >= CHARGE_DECAY {
-            self.last_decay = Instant::now();
-            for (peer, _) in self.budgets.snapshot() {
-                self.budgets.forgive(peer);
-            }
-        }
-        let charges = self.budgets.snapshot();
-        for (peer, n) in &charges {
-            // Only a peer heard just now is blocked: one that is present and misbehaving. A
-            // peer cut off by a split (its requests time out, it is not heard) is only
-            // avoided while over its budget.
-            let present = self
-                .peers
-                .known
-                .get(peer)
-                .is_some_and(|h| h.at.elapsed() <= BLOCK_IF_HEARD_WITHIN);
-            if present && self.budgets.exhausted(peer) && !self.peers.blocked.contains_key(peer) {
-                tracing::warn!(%peer, charges = n, "error budget spent: blocking for {BLOCK_FOR:?}");
-                self.peers.block(*peer, now + BLOCK_FOR);
-                self.client.block(*peer, BLOCK_FOR).await;
-            }
-            if self.penalized.get(peer) != Some(n) {
-                self.client.penalize(*peer, *n).await;
-                self.penalized.insert(*peer, *n);
-            }
-        }
-        let charged: HashSet<PeerId> = charges.iter().map(|(p, _)| *p).collect();
-        self.penalized.retain(|p, _| charged.contains(p));
-        self.budgets.prune();
-    }
-
-    /// Disconnects connected peers heard from before but silent for [`GOSSIP_SILENCE`] and
-    /// for three of their rounds.
-    async fn drop_silent(&mut self, net: &network::NetStatus) {
-        for peer in &net.connected {
-            if let Some(h) = self.peers.known.get(peer)
-                && h.at.elapsed() > GOSSIP_SILENCE.max(h.interval.unwrap_or_default() * 3)
-            {
-                tracing::info!(%peer, "connected but silent for {:?}; reconnecting", h.at.elapsed());
-                // Forget it until it is heard again, so it is not dropped twice.
-                self.peers.known.remove(peer);
-                self.client.disconnect(*peer).await;
+    /// The core's housekeeping, carried out: blocks, gossip scores, disconnects.
+    async fn tick(&mut self, net: &network::NetStatus) {
+        let now = self.started.elapsed();
+        for action in self.core.tick(now, &net.connected) {
+            match action {
+                Action::Block { peer, until } => {
+                    let span = until.saturating_sub(now);
+                    tracing::warn!(%peer, "error budget spent: blocking for {span:?}");
+                    self.client.block(peer, span).await;
+                }
+                Action::Penalize { peer, charges } => self.client.penalize(peer, charges).await,
+                Action::Disconnect { peer } => {
+                    tracing::info!(%peer, "connected but silent on gossip; reconnecting");
+                    self.client.disconnect(peer).await;
+                }
+                Action::Unblocked { peer } => tracing::info!(%peer, "block ended"),
             }
         }
     }
@@ -849,11 +681,11 @@ impl NodeTask {
     fn publish_status(&self, net: &network::NetStatus) {
         let counters = self.counters.snapshot(&self.traffic);
         let fresh = self.opts.policy.freshness * 4;
+        let now = self.started.elapsed();
         let peers: Vec<PeerView> = self
-            .peers
-            .known
-            .iter()
-            .filter(|(_, h)| h.at.elapsed() <= fresh)
+            .core
+            .peers()
+            .filter(|(_, h)| now.saturating_sub(h.at) <= fresh)
             .map(|(p, h)| PeerView {
                 peer_id: p.to_string(),
                 manifest: h.announce.manifest.to_hex(),
@@ -864,7 +696,7 @@ impl NodeTask {
                 merges: h.announce.metrics.merges,
                 bytes_sent: h.announce.metrics.bytes_sent,
                 bytes_received: h.announce.metrics.bytes_received,
-                last_seen_secs: h.at.elapsed().as_secs_f64(),
+                last_seen_secs: now.saturating_sub(h.at).as_secs_f64(),
                 neighbours: h
                     .announce
                     .neighbours
@@ -876,11 +708,10 @@ impl NodeTask {
             .collect();
         let own = self.own.as_ref();
         let mut projections: Vec<&[f32]> = self
-            .peers
-            .known
-            .values()
-            .filter(|h| h.at.elapsed() <= fresh)
-            .map(|h| h.announce.projection.as_slice())
+            .core
+            .peers()
+            .filter(|(_, h)| now.saturating_sub(h.at) <= fresh)
+            .map(|(_, h)| h.announce.projection.as_slice())
             .collect();
         if let Some(o) = own {
             projections.push(&o.projection);
@@ -890,7 +721,7 @@ impl NodeTask {
             network_id: self.opts.network.network_id.clone(),
             listen_addrs: net.listen_addrs.iter().map(|a| a.to_string()).collect(),
             connected: net.connected.iter().map(|p| p.to_string()).collect(),
-            version: self.version,
+            version: self.core.version(),
             manifest: own.map(|o| o.manifest.to_hex()).unwrap_or_default(),
             accuracy: own.map_or(0.0, |o| o.accuracy),
             loss: own.map_or(0.0, |o| o.loss),
@@ -904,13 +735,14 @@ impl NodeTask {
             peers,
             consensus_distance: murmur_protocol::projection::consensus_distance(projections),
             error_charges: self
-                .budgets
+                .core
+                .budgets()
                 .snapshot()
                 .into_iter()
                 .filter(|(_, n)| *n > 0)
                 .map(|(p, n)| (p.to_string(), n))
                 .collect(),
-            blocked: self.peers.blocked.keys().map(|p| p.to_string()).collect(),
+            blocked: self.core.blocked().map(|(p, _)| p.to_string()).collect(),
             averagings: self.averagings.iter().cloned().collect(),
             adoption: self.adoption.clone(),
         };

@@ -5,6 +5,7 @@
 //! Batches are drawn by a seeded shuffle per epoch, so a run is reproducible given its seed.
 
 pub mod command;
+pub mod merge;
 pub mod optim;
 pub mod worker;
 
@@ -225,6 +226,11 @@ impl Trainer {
     /// Accuracy and mean cross-entropy on the test split.
     pub fn evaluate(&self) -> Result<Evaluation, TrainError> {
         self.evaluate_on(&self.test)
+    }
+
+    /// Accuracy and mean cross-entropy on `split` (the simulator's shared test examples).
+    pub fn evaluate_split(&self, split: &Split) -> Result<Evaluation, TrainError> {
+        self.evaluate_on(split)
     }
 
     /// Examples held back from training.

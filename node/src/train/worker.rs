@@ -7,15 +7,16 @@
 //! simply sees the latest round). Stops when its handle is dropped.
 //!
 //! It is also where partner models are checked, since only it holds a model to check them
-//! with: each offered model's loss on the held-back data is compared with its own model's
-//! ([`crate::averaging::robust`] decides), the verdicts go back to the node (which charges
-//! the peers), and the models that pass are combined by the configured robust rule. When
+//! with ([`super::merge`] checks and combines them; the simulator calls the same code), and
+//! the verdicts go back to the node (whose averaging core charges the peers). When
 //! training diverges it goes back to the weights of its last published round with a fresh
 //! optimizer and keeps going, so a poisoned merge costs a round, never the thread.
 
+pub use super::merge::Defence;
+use super::merge::{Merger, Offer};
 use super::{Evaluation, TrainError, Trainer};
-use crate::averaging::outer::{OuterParams, OuterStep};
-use crate::averaging::robust::{self, Aggregation, LossHistory, NormHistory, Rejection, Taken};
+use crate::averaging::outer::OuterParams;
+use crate::averaging::robust::{Rejection, Taken};
 use crate::metrics::Counters;
 use murmur_protocol::FlatParams;
 use std::sync::Arc;
@@ -34,9 +35,6 @@ const EVAL_COST_RATIO: u32 = 10;
 
 /// How long an idle trainer sleeps between two looks at its stop flag and merge queue.
 const IDLE_SLICE: Duration = Duration::from_millis(10);
-
-/// Clipping never cuts below `clip_factor` times the model's norm over this.
-const CLIP_FLOOR_DIVISOR: f32 = 10.0;
 
 /// How often a trainer waiting for its round's merge looks for it.
 const MERGE_POLL: Duration = Duration::from_millis(1);
@@ -65,28 +63,6 @@ pub struct RoundPolicy {
     pub outer: OuterParams,
     /// How offered models are checked and combined.
     pub defence: Defence,
-}
-
-/// The checks on partner models and the rule that combines them.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Defence {
-    pub aggregation: Aggregation,
-    /// [`Aggregation::Clip`]'s multiple of the distance scale.
-    pub clip_factor: f32,
-    /// Partners farther than this multiple of the distance scale are refused; 0 = no check.
-    pub max_distance: f32,
-    /// The acceptance bound's ratio (see [`robust::accept_for_merge`]); 0 = finite only.
-    pub accept_loss_ratio: f32,
-}
-
-impl Defence {
-    /// No defence: the weighted mean of whatever finite model is offered.
-    pub const NONE: Defence = Defence {
-        aggregation: Aggregation::Mean,
-        clip_factor: 1.0,
-        max_distance: 0.0,
-        accept_loss_ratio: 0.0,
-    };
 }
 
 /// The learning rate over the samples a peer has trained on: linear warm-up from 0, then
@@ -186,10 +162,7 @@ impl TrainerHandle {
             round_tx,
             trained_tx,
             stopping: stop.clone(),
-            outer: OuterStep::default(),
-            norms: NormHistory::default(),
-            losses: LossHistory::default(),
-            last_good: None,
+            merger: None,
             last_eval: None,
         };
         let join = std::thread::Builder::new()
@@ -244,23 +217,19 @@ struct Worker {
     round_tx: watch::Sender<Option<Arc<RoundResult>>>,
     trained_tx: watch::Sender<u64>,
     stopping: Arc<AtomicBool>,
-    outer: OuterStep,
-    /// The distance scale the distance check and clipping measure partners against.
-    norms: NormHistory,
-    /// Recent partners' held-back losses: the acceptance check's reference.
-    losses: LossHistory,
-    /// The weights of the last published round (or the start): where a divergence goes back.
-    last_good: Option<FlatParams>,
+    /// Checks and takes partner models (built when the thread starts).
+    merger: Option<Merger>,
     last_eval: Option<LastEval>,
 }
 
 impl Worker {
     /// Runs rounds until told to stop (or the handle is gone).
     fn run(mut self) -> Result<(), TrainError> {
-        if !self.policy.outer.is_plain() {
-            self.outer = OuterStep::new(self.trainer.export()?.values());
-        }
-        self.last_good = Some(self.trainer.export()?);
+        self.merger = Some(Merger::new(
+            &self.trainer,
+            self.policy.outer,
+            self.policy.defence,
+        )?);
         let mut round = 0u64;
         while !self.stopped() {
             let started = Instant::now();
@@ -281,7 +250,9 @@ impl Worker {
                 (eval, eval_samples) = self.evaluation()?;
                 params = self.trainer.export()?;
             }
-            self.last_good = Some(params.clone());
+            if let Some(merger) = &mut self.merger {
+                merger.published(params.clone());
+            }
             let result = RoundResult {
                 round,
                 params,
@@ -305,174 +276,44 @@ impl Worker {
     fn roll_back(&mut self, why: &str) -> Result<(), TrainError> {
         Counters::inc(&self.counters.rollbacks);
         tracing::warn!("{why}: back to the last published weights");
-        match &self.last_good {
-            Some(good) => self.trainer.roll_back(good),
+        match &self.merger {
+            Some(merger) => merger.roll_back(&mut self.trainer),
             None => Ok(()),
         }
     }
 
-    /// The held-back loss of an offered model, or why it cannot be used at all.
-    fn check(&self, model: &FlatParams, own: &FlatParams) -> Result<Option<f32>, Rejection> {
-        if model.layout() != own.layout() {
-            return Err(Rejection::Layout);
-        }
-        if !model.all_finite() {
-            return Err(Rejection::NonFinite);
-        }
-        self.trainer
-            .holdout_loss_of(model)
-            .map_err(|_| Rejection::NonFinite)
-    }
-
-    /// Applies one message from the node: a merge of the partners that pass the check
-    /// (then the outer step), an adoption if the model clearly does better (else a merge with it),
-    /// or nothing; says which models were taken. A model that fails leaves the weights as
-    /// they were.
+    /// Applies one message from the node ([`Merger::apply`]) and says which models were
+    /// taken.
     fn apply(&mut self, msg: ToTrainer) -> Result<(), TrainError> {
-        let (params, replaced, verdicts, sender) = match msg {
+        let (offer, sender) = match msg {
             ToTrainer::Skip => return Ok(()),
-            ToTrainer::Adopt { model, verdicts } => {
-                let own = self.trainer.export()?;
-                let own_loss = self.trainer.holdout_loss()?;
-                let better = match self.check(&model, &own) {
-                    Ok(loss) => match (own_loss, loss) {
-                        (Some(o), Some(p)) => robust::adopt_outright(o, p),
-                        _ => true,
-                    },
-                    Err(_) => false,
-                };
-                if better {
-                    if !self.policy.outer.is_plain() {
-                        self.outer = OuterStep::new(model.values());
-                    }
-                    (Some(model), true, vec![Ok(Taken::Adopted)], verdicts)
-                } else {
-                    let (merged, verdict) = self.merge(vec![model], &[0.5, 0.5])?;
-                    (merged, false, verdict, verdicts)
-                }
-            }
+            ToTrainer::Adopt { model, verdicts } => (Offer::Adopt { model }, verdicts),
             ToTrainer::Merge {
                 partners,
                 weights,
                 verdicts,
-            } => {
-                let (merged, verdict) = self.merge(partners, &weights)?;
-                (merged, false, verdict, verdicts)
-            }
+            } => (Offer::Merge { partners, weights }, verdicts),
         };
-        for rejected in verdicts.iter().filter_map(|v| v.as_ref().err()) {
+        let Some(merger) = &mut self.merger else {
+            return Ok(());
+        };
+        let applied = merger.apply(&mut self.trainer, offer)?;
+        for rejected in applied.verdicts.iter().filter_map(|v| v.as_ref().err()) {
             Counters::inc(&self.counters.merges_rejected);
             tracing::warn!("partner model refused: {rejected}");
         }
-        if let Some(sender) = sender {
-            let _ = sender.send(verdicts);
+        Counters::add(&self.counters.merges_clipped, applied.clipped as u64);
+        if applied.absorbed {
+            Counters::inc(&self.counters.merges);
         }
-        let Some(params) = params else {
-            return Ok(());
-        };
-        match self.trainer.absorb(&params, replaced) {
-            Ok(()) => Counters::inc(&self.counters.merges),
-            Err(e) => {
-                Counters::inc(&self.counters.merges_rejected);
-                tracing::warn!("merge refused: {e}");
-            }
+        if let Some(e) = &applied.absorb_error {
+            Counters::inc(&self.counters.merges_rejected);
+            tracing::warn!("merge refused: {e}");
+        }
+        if let Some(sender) = sender {
+            let _ = sender.send(applied.verdicts);
         }
         Ok(())
-    }
-
-    /// The merged weights (`None` if no partner passed) and each partner's verdict.
-    #[allow(clippy::type_complexity)]
-    fn merge(
-        &mut self,
-        partners: Vec<FlatParams>,
-        weights: &[f32],
-    ) -> Result<(Option<FlatParams>, Vec<Result<Taken, Rejection>>), TrainError> {
-        let mut own = self.trainer.export()?;
-        let own_loss = self.trainer.holdout_loss()?;
-        let ratio = self.policy.defence.accept_loss_ratio;
-        let checked: Vec<Result<Option<f32>, Rejection>> =
-            partners.iter().map(|p| self.check(p, &own)).collect();
-        let reference = own_loss.map(|o| self.losses.reference(o));
-        // Distances: each partner's from our model, and our own progress since the last
-        // published round (a distance no partner can fake).
-        let norms: Vec<Option<f32>> = partners
-            .iter()
-            .zip(&checked)
-            .map(|(p, c)| {
-                c.is_ok()
-                    .then(|| robust::distance(p.values(), own.values()))
-            })
-            .collect();
-        let own_step = self
-            .last_good
-            .as_ref()
-            .filter(|g| g.layout() == own.layout())
-            .map(|g| robust::distance(own.values(), g.values()))
-            .filter(|d| *d > 0.0);
-        let current: Vec<f32> = norms.iter().flatten().copied().chain(own_step).collect();
-        let scale = self.norms.reference(&current);
-        let own_norm = robust::norm(own.values());
-        self.norms.remember(&current);
-        let defence = self.policy.defence;
-        let verdicts: Vec<Result<Taken, Rejection>> = checked
-            .iter()
-            .zip(&norms)
-            .map(|(c, norm)| {
-                c.clone()
-                    .and_then(|loss| match norm {
-                        Some(n) => {
-                            robust::accept_distance(*n, scale, defence.max_distance, own_norm)
-                                .map(|()| loss)
-                        }
-                        None => Ok(loss),
-                    })
-                    .and_then(|loss| match (reference, loss) {
-                        (Some(r), Some(l)) => robust::accept_for_merge(r, l, ratio),
-                        _ => Ok(()),
-                    })
-                    .map(|()| Taken::Merged)
-            })
-            .collect();
-        let seen: Vec<f32> = checked
-            .iter()
-            .filter_map(|c| c.clone().ok().flatten())
-            .collect();
-        self.losses.remember(&seen);
-        let taken: Vec<usize> = (0..partners.len())
-            .filter(|&i| verdicts[i].is_ok())
-            .collect();
-        if taken.is_empty() {
-            return Ok((None, verdicts));
-        }
-        // Own weight, then the taken partners', renormalized.
-        let mut kept: Vec<f32> = std::iter::once(0)
-            .chain(taken.iter().map(|i| i + 1))
-            .map(|i| weights.get(i).copied().unwrap_or(0.0))
-            .collect();
-        let total: f32 = kept.iter().sum();
-        if total > 0.0 {
-            kept.iter_mut().for_each(|w| *w /= total);
-        } else {
-            let even = 1.0 / kept.len() as f32;
-            kept.fill(even);
-        }
-        let slices: Vec<&[f32]> = taken.iter().map(|&i| partners[i].values()).collect();
-        let done = robust::aggregate(
-            defence.aggregation,
-            own.values_mut(),
-            &slices,
-            &kept,
-            // At least a tenth of the model's norm: when most partners are near (a network
-            // just healed from a split, whose halves converged apart), the lower median
-            // shrinks to the near ones' distance, and the far honest half would be merged
-            // in slivers. Models much farther than the model's norm are refused above.
-            scale.map(|s| s.max(own_norm / CLIP_FLOOR_DIVISOR) * defence.clip_factor),
-        );
-        Counters::add(&self.counters.merges_clipped, done.clipped as u64);
-        if !self.policy.outer.is_plain() {
-            self.outer.apply(own.values_mut(), self.policy.outer);
-        }
-        Ok((Some(own), verdicts))
     }
 
     /// The round's local steps, merges applied between them; false if told to stop.
@@ -561,7 +402,7 @@ impl Worker {
 }
 
 /// One minibatch step at the rate the schedule gives.
-fn local_step(trainer: &mut Trainer, policy: &RoundPolicy) -> Result<(), TrainError> {
+pub fn local_step(trainer: &mut Trainer, policy: &RoundPolicy) -> Result<(), TrainError> {
     if let Some(schedule) = policy.lr_schedule {
         trainer.set_lr(schedule.lr(trainer.samples_seen()));
     }
@@ -572,6 +413,7 @@ fn local_step(trainer: &mut Trainer, policy: &RoundPolicy) -> Result<(), TrainEr
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::averaging::robust::Aggregation;
     use crate::data::{self, DatasetName};
     use crate::train::TrainConfig;
 

@@ -1,0 +1,705 @@
+//! The discrete-event engine: virtual time, one queue of events ordered by (time, sequence),
+//! gossip delivered over the simulated links, fetches timed and charged as the real fetch
+//! does, churn and partitions. Every decision is the peers' real [`Core`]'s; every step and
+//! merge their real trainer's. Training and evaluation are computed in batches, in parallel
+//! over peers: a peer's steps depend only on its own state, which nothing touches between
+//! the start of its round and the end of its steps, so the batch gives the same bits
+//! whatever the thread count. It owns the world's state; it must not read a clock or do I/O.
+
+use super::net::{Links, mix};
+use super::peer::{EvalJob, Incoming, Life, Phase, Served, SimPeer};
+use crate::averaging::core::{Core, Fate, Partner, RoundStep};
+use crate::averaging::fetch::{LAYOUT_CHARGES, TIMEOUT_CHARGES};
+use crate::averaging::peers::Heed;
+use crate::data::Split;
+use crate::node::{Hostile, MIN_ROUND_TIME};
+use crate::train::TrainError;
+use crate::train::worker::RoundPolicy;
+use murmur_protocol::{Announce, FlatParams, ManifestId, MetricsSummary};
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Once one partner's model is in, how much longer the others are waited for (as
+/// [`crate::node`]'s averaging does).
+const STRAGGLER_WAIT: Duration = Duration::from_millis(500);
+
+/// Announcements kept per sender for delivery (a peer hears at most a few per round).
+const LOG_PER_SENDER: usize = 8;
+
+/// Bytes of a request and of a manifest answer, besides the model's values.
+const REQUEST_OVERHEAD: u64 = 256;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Kind {
+    Start,
+    NextRound,
+    Trained,
+    MergeReady,
+    RoundEnd(u64),
+    FetchFailed,
+    Restart,
+    Sample,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Event {
+    at: Duration,
+    seq: u64,
+    peer: u32,
+    epoch: u32,
+    kind: Kind,
+}
+
+/// The scenario's timing and rules, as the engine uses them.
+#[derive(Debug, Clone)]
+pub struct Rules {
+    pub round: RoundPolicy,
+    pub rounds: u64,
+    pub step: Duration,
+    pub request_timeout: Duration,
+    pub fetch_deadline: Duration,
+    pub eval_every: u64,
+    pub trace_every: Duration,
+    pub crash_per_round: f64,
+    pub down: Duration,
+    pub leave_share: f64,
+    pub target: f32,
+    pub core: crate::averaging::core::CoreConfig,
+    /// Virtual time after which the run stops even if rounds are left.
+    pub give_up: Duration,
+}
+
+/// A network-wide line of the trace.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct NetLine {
+    pub t: f64,
+    pub kind: &'static str,
+    pub live: usize,
+    pub mean_accuracy: f32,
+    pub min_accuracy: f32,
+    /// Root mean square distance of the live peers' models from their mean.
+    pub consensus_distance: f64,
+    /// Per split group (empty when none is active): the same distance within each group,
+    /// and between the groups' means.
+    pub group_distances: Vec<f64>,
+    pub between_groups: Option<f64>,
+    pub bytes: u64,
+    pub merges: u64,
+}
+
+pub struct World {
+    pub peers: Vec<SimPeer>,
+    pub links: Links,
+    pub rules: Rules,
+    pub test: Split,
+    pub model_bytes: u64,
+    pub now: Duration,
+    pub net_lines: Vec<NetLine>,
+    pub stop_reason: &'static str,
+    /// Every live honest peer has run its rounds.
+    done: bool,
+    rng: ChaCha8Rng,
+    queue: BinaryHeap<Reverse<Event>>,
+    seq: u64,
+    /// Per sender: (sent at, announcement), oldest first.
+    log: Vec<VecDeque<(Duration, Announce)>>,
+    splits: Vec<(Duration, Duration, usize)>,
+    progress: Option<indicatif::ProgressBar>,
+}
+
+impl World {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        peers: Vec<SimPeer>,
+        links: Links,
+        rules: Rules,
+        test: Split,
+        model_bytes: u64,
+        rng: ChaCha8Rng,
+        splits: Vec<(Duration, Duration, usize)>,
+        progress: Option<indicatif::ProgressBar>,
+    ) -> Self {
+        let n = peers.len();
+        Self {
+            peers,
+            links,
+            rules,
+            test,
+            model_bytes,
+            now: Duration::ZERO,
+            net_lines: Vec::new(),
+            stop_reason: "rounds",
+            done: false,
+            rng,
+            queue: BinaryHeap::new(),
+            seq: 0,
+            log: vec![VecDeque::new(); n],
+            splits,
+            progress,
+        }
+    }
+
+    fn push(&mut self, at: Duration, peer: u32, kind: Kind) {
+        let epoch = self.peers.get(peer as usize).map_or(0, |p| p.epoch);
+        self.seq += 1;
+        self.queue.push(Reverse(Event {
+            at,
+            seq: self.seq,
+            peer,
+            epoch,
+            kind,
+        }));
+    }
+
+    /// Schedules the first events: each peer's start, and the trace's samples.
+    pub fn schedule_starts(&mut self, starts: &[Duration]) {
+        for (i, at) in starts.iter().enumerate() {
+            self.push(*at, i as u32, Kind::Start);
+        }
+        self.push(Duration::ZERO, 0, Kind::Sample);
+    }
+
+    /// Runs until every live honest peer has done its rounds (or the time limit).
+    pub fn run(&mut self) -> Result<(), TrainError> {
+        while let Some(Reverse(ev)) = self.queue.pop() {
+            if self.done {
+                break;
+            }
+            self.now = ev.at;
+            if ev.at > self.rules.give_up {
+                self.stop_reason = "time limit";
+                break;
+            }
+            if ev.kind == Kind::Sample {
+                self.sample()?;
+                let next = self.now + self.rules.trace_every;
+                self.push(next, 0, Kind::Sample);
+                continue;
+            }
+            let Some(peer) = self.peers.get(ev.peer as usize) else {
+                continue;
+            };
+            if peer.epoch != ev.epoch {
+                continue;
+            }
+            let p = ev.peer as usize;
+            match ev.kind {
+                Kind::Start => self.start(p)?,
+                Kind::NextRound => self.round_start(p),
+                Kind::Restart => self.restart(p)?,
+                Kind::Trained => self.trained(p)?,
+                Kind::MergeReady => self.merge_ready(p)?,
+                Kind::RoundEnd(round) => {
+                    if self.peers[p].phase == Phase::Waiting && self.peers[p].rounds_done == round {
+                        self.end_round(p)?;
+                    }
+                }
+                Kind::FetchFailed => {
+                    if let Some(incoming) = self.peers[p].incoming.take() {
+                        self.report(p, incoming)?;
+                    }
+                }
+                Kind::Sample => {}
+            }
+        }
+        self.compute_batch()?;
+        self.sample()
+    }
+
+    /// True once every honest peer that is not gone has done its rounds.
+    fn finished(&self) -> bool {
+        self.peers
+            .iter()
+            .filter(|p| p.hostile.is_none() && p.life != Life::Gone)
+            .all(|p| p.rounds_done >= self.rules.rounds)
+    }
+
+    fn start(&mut self, p: usize) -> Result<(), TrainError> {
+        self.peers[p].life = Life::Up;
+        self.peers[p].heard_until = self.now;
+        self.round_start(p);
+        Ok(())
+    }
+
+    fn restart(&mut self, p: usize) -> Result<(), TrainError> {
+        let peer = &mut self.peers[p];
+        let (version, resumed) = match &peer.checkpoint {
+            Some((params, version, samples)) => {
+                peer.trainer.roll_back(params)?;
+                peer.trainer.set_samples_seen(*samples);
+                (*version, true)
+            }
+            None => (0, false),
+        };
+        peer.core = Core::new(self.rules.core.clone(), version, resumed);
+        peer.merger = crate::train::merge::Merger::new(
+            &peer.trainer,
+            self.rules.round.outer,
+            self.rules.round.defence,
+        )?;
+        peer.incoming = None;
+        peer.late = None;
+        peer.pending_eval = None;
+        peer.pending_train = false;
+        self.start(p)
+    }
+
+    fn round_start(&mut self, p: usize) {
+        let peer = &mut self.peers[p];
+        peer.phase = Phase::Training;
+        peer.pending_train = true;
+        peer.round_started = self.now;
+        let steps = u32::try_from(self.rules.round.steps.max(1)).unwrap_or(u32::MAX);
+        let at = self.now + self.rules.step * steps;
+        self.push(at, p as u32, Kind::Trained);
+    }
+
+    /// Runs every due evaluation and every pending round's steps, in parallel.
+    fn compute_batch(&mut self) -> Result<(), TrainError> {
+        let round = &self.rules.round;
+        let test = &self.test;
+        let target = self.rules.target;
+        self.peers
+            .par_iter_mut()
+            .filter(|p| p.pending_train || p.pending_eval.is_some())
+            .map(|p| p.compute(round, test, target))
+            .collect::<Result<Vec<()>, TrainError>>()?;
+        Ok(())
+    }
+
+    /// Hands peer `p` the announcements that reached it since it last listened.
+    fn deliver(&mut self, p: usize) {
+        let now = self.now;
+        let since = self.peers[p].heard_until;
+        let me = p as u32;
+        let mut arrived: Vec<(Duration, u32, &Announce)> = Vec::new();
+        for (s, log) in self.log.iter().enumerate() {
+            if s == p {
+                continue;
+            }
+            let lat = self.links.latency(s as u32, me);
+            for (sent, announce) in log.iter().rev() {
+                let at = *sent + lat;
+                if at <= since {
+                    break;
+                }
+                if at > now
+                    || !self.links.connected(s as u32, me, *sent)
+                    || self
+                        .links
+                        .lost(mix(u64::from(me)) ^ message_key(s as u32, announce))
+                {
+                    continue;
+                }
+                arrived.push((at, s as u32, announce));
+            }
+        }
+        arrived.sort_by_key(|(at, s, _)| (*at, *s));
+        let heard: Vec<(Duration, u32, Announce)> = arrived
+            .into_iter()
+            .map(|(at, s, a)| (at, s, a.clone()))
+            .collect();
+        let peer = &mut self.peers[p];
+        for (at, s, announce) in heard {
+            if peer.core.hear(at, s, announce) == Heed::Throttled {
+                peer.throttled += 1;
+            }
+        }
+        peer.heard_until = now;
+    }
+
+    fn trained(&mut self, p: usize) -> Result<(), TrainError> {
+        if self.peers[p].pending_train {
+            self.compute_batch()?;
+        }
+        if let Some(late) = self.peers[p].late.take() {
+            self.report(p, late)?;
+        }
+        self.deliver(p);
+        let now = self.now;
+        for action in self.peers[p].core.tick(now, &[]) {
+            if matches!(action, crate::averaging::core::Action::Block { .. }) {
+                self.peers[p].blocks += 1;
+            }
+        }
+        self.peers[p].phase = Phase::Waiting;
+        let plan = {
+            let peer = &mut self.peers[p];
+            peer.core.plan(now, &mut peer.rng)
+        };
+        let Some(plan) = plan else {
+            return self.end_round(p);
+        };
+        let mut fates = vec![Fate::Unfetched { partly: false }; plan.partners.len()];
+        let mut got: Vec<(Duration, usize, Arc<FlatParams>)> = Vec::new();
+        let mut last_failure = now;
+        for (i, partner) in plan.partners.iter().enumerate() {
+            match self.fetch(p, partner) {
+                Ok((at, holder, model)) => {
+                    let bytes = self.model_bytes;
+                    self.peers[p].bytes_received += bytes;
+                    self.peers[p].chunks_fetched += 1;
+                    self.peers[holder].bytes_sent += bytes;
+                    got.push((at, i, model));
+                }
+                Err(at) => last_failure = last_failure.max(at),
+            }
+        }
+        let Some(first) = got.iter().map(|(at, _, _)| *at).min() else {
+            self.peers[p].incoming = Some(Incoming {
+                plan,
+                models: Vec::new(),
+                fates,
+            });
+            self.push(last_failure, p as u32, Kind::FetchFailed);
+            return self.end_round(p);
+        };
+        let cutoff = first + STRAGGLER_WAIT;
+        got.retain(|(at, _, _)| *at <= cutoff);
+        let ready = got.iter().map(|(at, _, _)| *at).max().unwrap_or(first);
+        for (_, i, _) in &got {
+            fates[*i] = Fate::Refused;
+        }
+        got.sort_by_key(|(_, i, _)| *i);
+        self.peers[p].incoming = Some(Incoming {
+            plan,
+            models: got.into_iter().map(|(_, i, m)| (i, m)).collect(),
+            fates,
+        });
+        self.push(ready, p as u32, Kind::MergeReady);
+        let round = self.peers[p].rounds_done;
+        self.push(
+            now + self.rules.round.merge_wait,
+            p as u32,
+            Kind::RoundEnd(round),
+        );
+        Ok(())
+    }
+
+    /// Times the fetch of `partner`'s model by peer `p` over its holders, charging as the
+    /// real fetch does: a request to a peer that is down, cut off, lost or never answers
+    /// times out ([`TIMEOUT_CHARGES`]) and the next holder is asked; a manifest of another
+    /// layout ends the fetch ([`LAYOUT_CHARGES`]). Returns when the model arrived, from whom,
+    /// and the model; or when the fetch gave up.
+    fn fetch(
+        &mut self,
+        p: usize,
+        partner: &Partner<u32>,
+    ) -> Result<(Duration, usize, Arc<FlatParams>), Duration> {
+        let me = p as u32;
+        let deadline = self.now + self.rules.fetch_deadline;
+        let mut t = self.now;
+        let budgets = self.peers[p].core.budgets().clone();
+        for &h in &partner.holders {
+            if t >= deadline {
+                return Err(deadline);
+            }
+            if budgets.exhausted(&h) {
+                continue;
+            }
+            let holder = &self.peers[h as usize];
+            let rtt = self.links.latency(me, h) * 2;
+            let key = mix(u64::from(me) << 32 | u64::from(h)) ^ self.seq ^ t.as_nanos() as u64;
+            let reachable = holder.life == Life::Up
+                && self.links.connected(me, h, t)
+                && !self.links.lost(key)
+                && holder.hostile != Some(Hostile::Unservable);
+            if !reachable {
+                budgets.charge_n(h, TIMEOUT_CHARGES);
+                t += self.rules.request_timeout;
+                continue;
+            }
+            let Some(served) = holder.serves(&partner.known.manifest) else {
+                // Not held (any more): a quick "not found", uncharged.
+                t += rtt;
+                continue;
+            };
+            let Some(model) = served.model.clone() else {
+                budgets.charge_n(h, LAYOUT_CHARGES);
+                return Err(t + rtt);
+            };
+            if model.values().len() * 4 != self.model_bytes as usize {
+                budgets.charge_n(h, LAYOUT_CHARGES);
+                return Err(t + rtt);
+            }
+            // The manifest, then the chunks.
+            let at = t + rtt * 2 + self.links.transfer(self.model_bytes + REQUEST_OVERHEAD);
+            if at > deadline {
+                return Err(deadline);
+            }
+            budgets.forgive(h);
+            self.seq += 1;
+            return Ok((at, h as usize, model));
+        }
+        Err(t.min(deadline))
+    }
+
+    fn merge_ready(&mut self, p: usize) -> Result<(), TrainError> {
+        let Some(incoming) = self.peers[p].incoming.take() else {
+            return Ok(());
+        };
+        match self.peers[p].phase {
+            Phase::Training => {
+                self.peers[p].late = Some(incoming);
+                Ok(())
+            }
+            Phase::Waiting => {
+                self.report(p, incoming)?;
+                self.end_round(p)
+            }
+            Phase::Idle => self.report(p, incoming),
+        }
+    }
+
+    /// Takes in an averaging's models and tells the core what became of each.
+    fn report(&mut self, p: usize, incoming: Incoming) -> Result<(), TrainError> {
+        let peer = &mut self.peers[p];
+        let (plan, fates) = peer.take_in(incoming)?;
+        peer.core.averaging_done(&plan, &fates);
+        Ok(())
+    }
+
+    fn end_round(&mut self, p: usize) -> Result<(), TrainError> {
+        self.deliver(p);
+        let now = self.now;
+        let peer = &mut self.peers[p];
+        peer.phase = Phase::Idle;
+        let mut params = peer.trainer.export()?;
+        if !params.all_finite() {
+            peer.rollbacks += 1;
+            peer.merger.roll_back(&mut peer.trainer)?;
+            params = peer.trainer.export()?;
+        }
+        peer.rounds_done += 1;
+        let reached_rounds = peer.rounds_done == self.rules.rounds;
+        let samples = peer.trainer.samples_seen();
+        let round = peer.rounds_done;
+        if round.is_multiple_of(self.rules.eval_every) || round == self.rules.rounds {
+            peer.pending_eval = Some(EvalJob {
+                at: now,
+                round,
+                samples,
+                params: params.clone(),
+            });
+        }
+        if let RoundStep::Announce { version } = peer.core.round_finished(now, params.all_finite())
+        {
+            let manifest = ManifestId::of(
+                &[
+                    peer.id.to_le_bytes().as_slice(),
+                    &version.to_le_bytes(),
+                    &peer.epoch.to_le_bytes(),
+                ]
+                .concat(),
+            );
+            let served = match peer.hostile {
+                Some(h) => h
+                    .poisoned(&params, &mut peer.rng)
+                    .ok()
+                    .flatten()
+                    .map(Arc::new),
+                None => Some(Arc::new(params.clone())),
+            };
+            let (claimed_version, claimed_samples) = match peer.hostile {
+                Some(h) => h.claims(version, samples),
+                None => (version, samples),
+            };
+            let (accuracy, loss) = peer
+                .last_eval
+                .map_or((0.0, 0.0), |(e, _)| (e.accuracy, e.loss.max(0.0)));
+            let announce = Announce {
+                manifest,
+                version: claimed_version,
+                samples: claimed_samples,
+                metrics: MetricsSummary {
+                    accuracy: accuracy.clamp(0.0, 1.0),
+                    loss: if loss.is_finite() { loss } else { 0.0 },
+                    merges: peer.merges,
+                    bytes_sent: peer.bytes_sent,
+                    bytes_received: peer.bytes_received,
+                },
+                projection: Vec::new(),
+                neighbours: Vec::new(),
+            };
+            peer.core
+                .announced(crate::averaging::core::OwnModel { manifest, samples });
+            peer.served.push_back(Served {
+                manifest,
+                model: served,
+            });
+            if peer.served.len() > super::peer::KEPT_MODELS {
+                peer.served.pop_front();
+            }
+            peer.checkpoint = Some((params.clone(), version, samples));
+            let log = &mut self.log[p];
+            log.push_back((now, announce));
+            if log.len() > LOG_PER_SENDER {
+                log.pop_front();
+            }
+        }
+        peer.merger.published(params);
+        if reached_rounds && self.finished() {
+            self.done = true;
+        }
+        // Churn: a crash at the end of a round.
+        if self.rules.crash_per_round > 0.0 && self.rng.random::<f64>() < self.rules.crash_per_round
+        {
+            let leaves = self.rng.random::<f64>() < self.rules.leave_share;
+            let peer = &mut self.peers[p];
+            peer.epoch += 1;
+            peer.life = if leaves { Life::Gone } else { Life::Down };
+            peer.served.clear();
+            self.log[p].clear();
+            if leaves {
+                self.done |= self.finished();
+            } else {
+                let at = now + self.rules.down;
+                self.push(at, p as u32, Kind::Restart);
+            }
+            return Ok(());
+        }
+        let next = (self.peers[p].round_started + MIN_ROUND_TIME).max(now);
+        if next == now {
+            self.round_start(p);
+        } else {
+            self.push(next, p as u32, Kind::NextRound);
+        }
+        Ok(())
+    }
+
+    /// A network-wide trace line: accuracies, consensus distance (also within and between
+    /// the groups of an active split), bytes and merges.
+    fn sample(&mut self) -> Result<(), TrainError> {
+        self.compute_batch()?;
+        let live: Vec<usize> = (0..self.peers.len())
+            .filter(|&i| self.peers[i].life == Life::Up && self.peers[i].hostile.is_none())
+            .collect();
+        let accs: Vec<f32> = live
+            .iter()
+            .filter_map(|&i| self.peers[i].last_eval.map(|(e, _)| e.accuracy))
+            .collect();
+        let models: Vec<FlatParams> = live
+            .iter()
+            .map(|&i| self.peers[i].trainer.export())
+            .collect::<Result<_, _>>()?;
+        let all: Vec<&[f32]> = models.iter().map(|m| m.values()).collect();
+        let (consensus, _) = spread(&all);
+        let active = self
+            .splits
+            .iter()
+            .find(|(from, to, _)| *from <= self.now && self.now < *to)
+            .map(|s| s.2);
+        let (group_distances, between_groups) = match active {
+            Some(groups) => {
+                let mut within = Vec::new();
+                let mut means = Vec::new();
+                for g in 0..groups {
+                    let members: Vec<&[f32]> = live
+                        .iter()
+                        .zip(&all)
+                        .filter(|(i, _)| **i % groups == g)
+                        .map(|(_, m)| *m)
+                        .collect();
+                    let (d, mean) = spread(&members);
+                    within.push(d);
+                    means.push(mean);
+                }
+                let refs: Vec<&[f32]> = means.iter().map(Vec::as_slice).collect();
+                let (between, _) = spread(&refs);
+                (within, Some(between))
+            }
+            None => (Vec::new(), None),
+        };
+        self.net_lines.push(NetLine {
+            t: self.now.as_secs_f64(),
+            kind: "network",
+            live: live.len(),
+            mean_accuracy: if accs.is_empty() {
+                0.0
+            } else {
+                accs.iter().sum::<f32>() / accs.len() as f32
+            },
+            min_accuracy: accs.iter().copied().fold(f32::INFINITY, f32::min).min(1.0),
+            consensus_distance: consensus,
+            group_distances,
+            between_groups,
+            bytes: self.peers.iter().map(|p| p.bytes_received).sum(),
+            merges: self.peers.iter().map(|p| p.merges).sum(),
+        });
+        if let Some(bar) = &self.progress {
+            let done = self
+                .peers
+                .iter()
+                .filter(|p| p.hostile.is_none())
+                .map(|p| p.rounds_done.min(self.rules.rounds))
+                .min()
+                .unwrap_or(0);
+            bar.set_position(done);
+            bar.set_message(format!(
+                "t={:.0}s mean accuracy {:.3}",
+                self.now.as_secs_f64(),
+                self.net_lines.last().map_or(0.0, |l| l.mean_accuracy)
+            ));
+        }
+        Ok(())
+    }
+
+    /// Evaluates every live peer's current model (the summary's accuracies).
+    pub fn final_evaluation(&mut self) -> Result<(), TrainError> {
+        let now = self.now;
+        for peer in &mut self.peers {
+            if peer.life == Life::Up {
+                peer.pending_eval = Some(EvalJob {
+                    at: now,
+                    round: peer.rounds_done,
+                    samples: peer.trainer.samples_seen(),
+                    params: peer.trainer.export()?,
+                });
+            }
+        }
+        self.compute_batch()
+    }
+}
+
+/// A message's name for the loss draw: its sender and version.
+fn message_key(sender: u32, announce: &Announce) -> u64 {
+    mix(u64::from(sender) << 40
+        ^ announce.version
+        ^ u64::from_le_bytes(
+            announce.manifest.as_bytes()[..8]
+                .try_into()
+                .unwrap_or([0; 8]),
+        ))
+}
+
+/// The root mean square distance of `models` from their mean, and the mean.
+fn spread(models: &[&[f32]]) -> (f64, Vec<f32>) {
+    let Some(first) = models.first() else {
+        return (0.0, Vec::new());
+    };
+    let n = models.len() as f64;
+    let mut mean = vec![0f64; first.len()];
+    for m in models {
+        for (a, v) in mean.iter_mut().zip(m.iter()) {
+            *a += f64::from(*v);
+        }
+    }
+    mean.iter_mut().for_each(|a| *a /= n);
+    let mut total = 0f64;
+    for m in models {
+        total += m
+            .iter()
+            .zip(&mean)
+            .map(|(v, a)| (f64::from(*v) - a).powi(2))
+            .sum::<f64>();
+    }
+    (
+        (total / n).sqrt(),
+        mean.into_iter().map(|a| a as f32).collect(),
+    )
+}

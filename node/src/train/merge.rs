@@ -1,0 +1,279 @@
+//! Taking partner models into a trainer: each offered model is checked (layout, finite
+//! values, distance from our model, loss on the held-back examples; [`robust`] decides), the
+//! ones that pass are combined by the configured rule, then the outer step. An adoption
+//! replaces the model only if the candidate clearly does better on held-back data, else it
+//! is merged like a partner. It owns the histories those checks measure against and the
+//! weights of the last published round (where a divergence goes back to).
+//!
+//! It must not touch threads, channels or counters: the training thread ([`super::worker`])
+//! and the simulator ([`crate::sim`]) both call it, one per trainer, and report what it says.
+
+use super::{TrainError, Trainer};
+use crate::averaging::outer::{OuterParams, OuterStep};
+use crate::averaging::robust::{self, Aggregation, LossHistory, NormHistory, Rejection, Taken};
+use murmur_protocol::FlatParams;
+
+/// Clipping never cuts below `clip_factor` times the model's norm over this.
+const CLIP_FLOOR_DIVISOR: f32 = 10.0;
+
+/// The checks on partner models and the rule that combines them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Defence {
+    pub aggregation: Aggregation,
+    /// [`Aggregation::Clip`]'s multiple of the distance scale.
+    pub clip_factor: f32,
+    /// Partners farther than this multiple of the distance scale are refused; 0 = no check.
+    pub max_distance: f32,
+    /// The acceptance bound's ratio (see [`robust::accept_for_merge`]); 0 = finite only.
+    pub accept_loss_ratio: f32,
+}
+
+impl Defence {
+    /// No defence: the weighted mean of whatever finite model is offered.
+    pub const NONE: Defence = Defence {
+        aggregation: Aggregation::Mean,
+        clip_factor: 1.0,
+        max_distance: 0.0,
+        accept_loss_ratio: 0.0,
+    };
+}
+
+/// Models offered to a trainer.
+#[derive(Debug, Clone)]
+pub enum Offer {
+    /// Combine the current weights with `partners`, `weights[0]` being own's weight and one
+    /// per partner after it; partners that fail a check are left out (the others' weights
+    /// renormalized).
+    Merge {
+        partners: Vec<FlatParams>,
+        weights: Vec<f32>,
+    },
+    /// Replace the weights outright if `model` scores below [`robust::ADOPT_RATIO`] times
+    /// them on the held-back data; else merge with it as with a partner.
+    Adopt { model: FlatParams },
+}
+
+/// What became of an offer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Applied {
+    /// One per offered model, in order.
+    pub verdicts: Vec<Result<Taken, Rejection>>,
+    /// The trainer's weights changed (a merge or an adoption went in).
+    pub absorbed: bool,
+    /// The trainer refused the combined weights (it should not happen: they have its layout).
+    pub absorb_error: Option<String>,
+    /// Partners whose difference was clipped.
+    pub clipped: usize,
+}
+
+/// One trainer's merge state.
+#[derive(Debug)]
+pub struct Merger {
+    outer_params: OuterParams,
+    defence: Defence,
+    outer: OuterStep,
+    /// The distance scale the distance check and clipping measure partners against.
+    norms: NormHistory,
+    /// Recent partners' held-back losses: the acceptance check's reference.
+    losses: LossHistory,
+    /// The weights of the last published round (or the start): where a divergence goes back.
+    last_good: Option<FlatParams>,
+}
+
+impl Merger {
+    /// A merger for `trainer`, whose current weights count as published.
+    pub fn new(
+        trainer: &Trainer,
+        outer_params: OuterParams,
+        defence: Defence,
+    ) -> Result<Self, TrainError> {
+        let start = trainer.export()?;
+        let outer = if outer_params.is_plain() {
+            OuterStep::default()
+        } else {
+            OuterStep::new(start.values())
+        };
+        Ok(Self {
+            outer_params,
+            defence,
+            outer,
+            norms: NormHistory::default(),
+            losses: LossHistory::default(),
+            last_good: Some(start),
+        })
+    }
+
+    /// The round's weights were published: a later divergence goes back to them.
+    pub fn published(&mut self, params: FlatParams) {
+        self.last_good = Some(params);
+    }
+
+    /// Sends `trainer` back to the last published weights with a fresh optimizer.
+    pub fn roll_back(&self, trainer: &mut Trainer) -> Result<(), TrainError> {
+        match &self.last_good {
+            Some(good) => trainer.roll_back(good),
+            None => Ok(()),
+        }
+    }
+
+    /// The held-back loss of an offered model, or why it cannot be used at all.
+    fn check(
+        trainer: &Trainer,
+        model: &FlatParams,
+        own: &FlatParams,
+    ) -> Result<Option<f32>, Rejection> {
+        if model.layout() != own.layout() {
+            return Err(Rejection::Layout);
+        }
+        if !model.all_finite() {
+            return Err(Rejection::NonFinite);
+        }
+        trainer
+            .holdout_loss_of(model)
+            .map_err(|_| Rejection::NonFinite)
+    }
+
+    /// Applies an offer to `trainer`: a merge of the partners that pass the checks (then
+    /// the outer step), or an adoption if the model clearly does better (else a merge with
+    /// it). A model that fails leaves the weights as they were.
+    pub fn apply(&mut self, trainer: &mut Trainer, offer: Offer) -> Result<Applied, TrainError> {
+        let (params, replaced, verdicts, clipped) = match offer {
+            Offer::Adopt { model } => {
+                let own = trainer.export()?;
+                let own_loss = trainer.holdout_loss()?;
+                let better = match Self::check(trainer, &model, &own) {
+                    Ok(loss) => match (own_loss, loss) {
+                        (Some(o), Some(p)) => robust::adopt_outright(o, p),
+                        _ => true,
+                    },
+                    Err(_) => false,
+                };
+                if better {
+                    if !self.outer_params.is_plain() {
+                        self.outer = OuterStep::new(model.values());
+                    }
+                    (Some(model), true, vec![Ok(Taken::Adopted)], 0)
+                } else {
+                    let (merged, verdicts, clipped) =
+                        self.merge(trainer, vec![model], &[0.5, 0.5])?;
+                    (merged, false, verdicts, clipped)
+                }
+            }
+            Offer::Merge { partners, weights } => {
+                let (merged, verdicts, clipped) = self.merge(trainer, partners, &weights)?;
+                (merged, false, verdicts, clipped)
+            }
+        };
+        let mut applied = Applied {
+            verdicts,
+            absorbed: false,
+            absorb_error: None,
+            clipped,
+        };
+        if let Some(params) = params {
+            match trainer.absorb(&params, replaced) {
+                Ok(()) => applied.absorbed = true,
+                Err(e) => applied.absorb_error = Some(e.to_string()),
+            }
+        }
+        Ok(applied)
+    }
+
+    /// The merged weights (`None` if no partner passed), each partner's verdict, and how
+    /// many were clipped.
+    #[allow(clippy::type_complexity)]
+    fn merge(
+        &mut self,
+        trainer: &Trainer,
+        partners: Vec<FlatParams>,
+        weights: &[f32],
+    ) -> Result<(Option<FlatParams>, Vec<Result<Taken, Rejection>>, usize), TrainError> {
+        let mut own = trainer.export()?;
+        let own_loss = trainer.holdout_loss()?;
+        let ratio = self.defence.accept_loss_ratio;
+        let checked: Vec<Result<Option<f32>, Rejection>> = partners
+            .iter()
+            .map(|p| Self::check(trainer, p, &own))
+            .collect();
+        let reference = own_loss.map(|o| self.losses.reference(o));
+        // Distances: each partner's from our model, and our own progress since the last
+        // published round (a distance no partner can fake).
+        let norms: Vec<Option<f32>> = partners
+            .iter()
+            .zip(&checked)
+            .map(|(p, c)| {
+                c.is_ok()
+                    .then(|| robust::distance(p.values(), own.values()))
+            })
+            .collect();
+        let own_step = self
+            .last_good
+            .as_ref()
+            .filter(|g| g.layout() == own.layout())
+            .map(|g| robust::distance(own.values(), g.values()))
+            .filter(|d| *d > 0.0);
+        let current: Vec<f32> = norms.iter().flatten().copied().chain(own_step).collect();
+        let scale = self.norms.reference(&current);
+        let own_norm = robust::norm(own.values());
+        self.norms.remember(&current);
+        let defence = self.defence;
+        let verdicts: Vec<Result<Taken, Rejection>> = checked
+            .iter()
+            .zip(&norms)
+            .map(|(c, norm)| {
+                c.clone()
+                    .and_then(|loss| match norm {
+                        Some(n) => {
+                            robust::accept_distance(*n, scale, defence.max_distance, own_norm)
+                                .map(|()| loss)
+                        }
+                        None => Ok(loss),
+                    })
+                    .and_then(|loss| match (reference, loss) {
+                        (Some(r), Some(l)) => robust::accept_for_merge(r, l, ratio),
+                        _ => Ok(()),
+                    })
+                    .map(|()| Taken::Merged)
+            })
+            .collect();
+        let seen: Vec<f32> = checked
+            .iter()
+            .filter_map(|c| c.clone().ok().flatten())
+            .collect();
+        self.losses.remember(&seen);
+        let taken: Vec<usize> = (0..partners.len())
+            .filter(|&i| verdicts[i].is_ok())
+            .collect();
+        if taken.is_empty() {
+            return Ok((None, verdicts, 0));
+        }
+        // Own weight, then the taken partners', renormalized.
+        let mut kept: Vec<f32> = std::iter::once(0)
+            .chain(taken.iter().map(|i| i + 1))
+            .map(|i| weights.get(i).copied().unwrap_or(0.0))
+            .collect();
+        let total: f32 = kept.iter().sum();
+        if total > 0.0 {
+            kept.iter_mut().for_each(|w| *w /= total);
+        } else {
+            let even = 1.0 / kept.len() as f32;
+            kept.fill(even);
+        }
+        let slices: Vec<&[f32]> = taken.iter().map(|&i| partners[i].values()).collect();
+        let done = robust::aggregate(
+            defence.aggregation,
+            own.values_mut(),
+            &slices,
+            &kept,
+            // At least a tenth of the model's norm: when most partners are near (a network
+            // just healed from a split, whose halves converged apart), the lower median
+            // shrinks to the near ones' distance, and the far honest half would be merged
+            // in slivers. Models much farther than the model's norm are refused above.
+            scale.map(|s| s.max(own_norm / CLIP_FLOOR_DIVISOR) * defence.clip_factor),
+        );
+        if !self.outer_params.is_plain() {
+            self.outer.apply(own.values_mut(), self.outer_params);
+        }
+        Ok((Some(own), verdicts, done.clipped))
+    }
+}

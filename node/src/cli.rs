@@ -112,7 +112,9 @@ impl Command {
     pub fn threads(&self) -> usize {
         match self {
             Command::Train(args) => args.threads,
-            Command::Sim(args) => args.threads,
+            // One thread per candle op: the simulation runs peers in parallel on its own pool
+            // (`--threads`), and the variable spares candle a read of /proc/cpuinfo per op.
+            Command::Sim(_) => 1,
             Command::Run(args) => args.threads(),
             Command::Init(_)
             | Command::Testnet(_)
@@ -171,7 +173,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Run(args) => block_on(crate::run::run(&args))?,
         Command::Sim(args) => {
-            crate::sim::run(&args)?.print(args.json);
+            let summary = crate::sim::run(&args)?;
+            summary.print(args.json);
+            if let Some(addr) = args.serve {
+                block_on(crate::sim::serve(addr, &summary))??;
+            }
             Ok(())
         }
         Command::Train(args) => {

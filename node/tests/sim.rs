@@ -173,3 +173,46 @@ fn a_bad_scenario_is_refused_before_anything_runs() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--data-dir"), "{stderr}");
 }
+
+#[test]
+fn the_dashboard_shows_a_simulation() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_murmur"))
+        .args([
+            "sim",
+            "--peers",
+            "6",
+            "--rounds",
+            "10",
+            "--serve",
+            "127.0.0.1:0",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let url = lines
+        .find_map(|l| {
+            l.ok()?
+                .split_once("dashboard of the simulation: http://")
+                .map(|(_, rest)| rest.split('/').next().unwrap_or_default().to_string())
+        })
+        .expect("the dashboard's address on stderr");
+    let mut stream = std::net::TcpStream::connect(&url).unwrap();
+    stream
+        .write_all(b"GET /api/history HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut body = String::new();
+    stream.read_to_string(&mut body).unwrap();
+    child.kill().unwrap();
+    let _ = child.wait();
+    let json = &body[body.find("\r\n\r\n").unwrap() + 4..];
+    let history: Value = serde_json::from_str(json).unwrap();
+    let points = history["points"].as_array().unwrap();
+    assert!(!points.is_empty(), "{history}");
+    let last = points.last().unwrap();
+    assert_eq!(last["peers"].as_object().unwrap().len(), 6, "{last}");
+    assert!(last["consensus_distance"].is_number());
+}

@@ -64,6 +64,8 @@ pub struct Rules {
     pub request_timeout: Duration,
     pub fetch_deadline: Duration,
     pub eval_every: u64,
+    /// If set, evaluations are this far apart in virtual time instead (see the scenario).
+    pub eval_every_secs: Option<Duration>,
     pub trace_every: Duration,
     pub crash_per_round: f64,
     pub down: Duration,
@@ -100,6 +102,8 @@ pub struct World {
     pub model_bytes: u64,
     pub now: Duration,
     pub net_lines: Vec<NetLine>,
+    /// The network samples as the dashboard's history points (virtual seconds).
+    pub history: Vec<crate::history::HistoryPoint>,
     pub stop_reason: &'static str,
     /// Every live honest peer has run its rounds.
     done: bool,
@@ -133,6 +137,7 @@ impl World {
             model_bytes,
             now: Duration::ZERO,
             net_lines: Vec::new(),
+            history: Vec::new(),
             stop_reason: "rounds",
             done: false,
             rng,
@@ -207,7 +212,7 @@ impl World {
                 Kind::Sample => {}
             }
         }
-        self.compute_batch()?;
+        self.compute_batch(false)?;
         self.sample()
     }
 
@@ -259,15 +264,16 @@ impl World {
         self.push(at, p as u32, Kind::Trained);
     }
 
-    /// Runs every due evaluation and every pending round's steps, in parallel.
-    fn compute_batch(&mut self) -> Result<(), TrainError> {
+    /// Runs every due evaluation and (with `train`) every pending round's steps, in
+    /// parallel.
+    fn compute_batch(&mut self, train: bool) -> Result<(), TrainError> {
         let round = &self.rules.round;
         let test = &self.test;
         let target = self.rules.target;
         self.peers
             .par_iter_mut()
-            .filter(|p| p.pending_train || p.pending_eval.is_some())
-            .map(|p| p.compute(round, test, target))
+            .filter(|p| (train && p.pending_train) || p.pending_eval.is_some())
+            .map(|p| p.compute(round, test, target, train))
             .collect::<Result<Vec<()>, TrainError>>()?;
         Ok(())
     }
@@ -315,7 +321,7 @@ impl World {
 
     fn trained(&mut self, p: usize) -> Result<(), TrainError> {
         if self.peers[p].pending_train {
-            self.compute_batch()?;
+            self.compute_batch(true)?;
         }
         if let Some(late) = self.peers[p].late.take() {
             self.report(p, late)?;
@@ -479,7 +485,14 @@ impl World {
         let reached_rounds = peer.rounds_done == self.rules.rounds;
         let samples = peer.trainer.samples_seen();
         let round = peer.rounds_done;
-        if round.is_multiple_of(self.rules.eval_every) || round == self.rules.rounds {
+        let due = match self.rules.eval_every_secs {
+            Some(every) => peer
+                .last_eval_at
+                .is_none_or(|at| now.saturating_sub(at) >= every),
+            None => round.is_multiple_of(self.rules.eval_every),
+        };
+        if due || round == self.rules.rounds {
+            peer.last_eval_at = Some(now);
             peer.pending_eval = Some(EvalJob {
                 at: now,
                 round,
@@ -573,9 +586,10 @@ impl World {
     }
 
     /// A network-wide trace line: accuracies, consensus distance (also within and between
-    /// the groups of an active split), bytes and merges.
+    /// the groups of an active split), bytes and merges. A peer in the middle of its steps
+    /// counts with the model its last compute batch left (its steps may be done already).
     fn sample(&mut self) -> Result<(), TrainError> {
-        self.compute_batch()?;
+        self.compute_batch(false)?;
         let live: Vec<usize> = (0..self.peers.len())
             .filter(|&i| self.peers[i].life == Life::Up && self.peers[i].hostile.is_none())
             .collect();
@@ -615,6 +629,35 @@ impl World {
             }
             None => (Vec::new(), None),
         };
+        let bytes: u64 = self.peers.iter().map(|p| p.bytes_received).sum();
+        let merges: u64 = self.peers.iter().map(|p| p.merges).sum();
+        let (prev_t, prev_bytes) = self.net_lines.last().map_or((0.0, 0), |l| (l.t, l.bytes));
+        let span = (self.now.as_secs_f64() - prev_t).max(1e-9);
+        let rate = bytes.saturating_sub(prev_bytes) as f64 / span;
+        self.history.push(crate::history::HistoryPoint {
+            t: self.now.as_secs_f64(),
+            peers: self
+                .peers
+                .iter()
+                .filter(|p| p.life == Life::Up)
+                .filter_map(|p| {
+                    p.last_eval.map(|(e, _)| {
+                        (
+                            super::peer_name(p.id),
+                            crate::history::PeerPoint {
+                                accuracy: e.accuracy,
+                                loss: e.loss,
+                                version: p.core.version(),
+                            },
+                        )
+                    })
+                })
+                .collect(),
+            consensus_distance: Some(consensus),
+            bytes_in_rate: rate,
+            bytes_out_rate: rate,
+            merges,
+        });
         self.net_lines.push(NetLine {
             t: self.now.as_secs_f64(),
             kind: "network",
@@ -628,8 +671,8 @@ impl World {
             consensus_distance: consensus,
             group_distances,
             between_groups,
-            bytes: self.peers.iter().map(|p| p.bytes_received).sum(),
-            merges: self.peers.iter().map(|p| p.merges).sum(),
+            bytes,
+            merges,
         });
         if let Some(bar) = &self.progress {
             let done = self
@@ -662,7 +705,7 @@ impl World {
                 });
             }
         }
-        self.compute_batch()
+        self.compute_batch(false)
     }
 }
 

@@ -63,12 +63,17 @@ pub struct SimArgs {
     /// Write the trace here as JSON lines (per-peer evaluations and network samples).
     #[arg(long)]
     pub trace: Option<PathBuf>,
-    /// Compute threads (0 = one per core). The result does not depend on it.
+    /// Threads running peers in parallel (0 = one per core; candle itself runs each op on
+    /// one thread). The result does not depend on it.
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
     /// Print the summary as one JSON line, last on stdout.
     #[arg(long)]
     pub json: bool,
+    /// After the run, serve the dashboard on this address (e.g. 127.0.0.1:8080) with the
+    /// simulation's network samples as its history (virtual seconds), until Ctrl-C.
+    #[arg(long)]
+    pub serve: Option<std::net::SocketAddr>,
 }
 
 impl SimArgs {
@@ -132,6 +137,14 @@ pub struct SimSummary {
     /// Peers blocked by some peer over the run, announcements throttled.
     pub blocks: u64,
     pub throttled: u64,
+    /// The network samples as dashboard history points (served by `--serve`).
+    #[serde(skip)]
+    pub history: Vec<crate::history::HistoryPoint>,
+}
+
+/// A simulated peer's name in the summary, the trace and the dashboard.
+pub fn peer_name(id: u32) -> String {
+    format!("sim-{id:05}")
 }
 
 /// Peak resident set size of this process, from `/proc/self/status`.
@@ -253,6 +266,8 @@ pub fn run(args: &SimArgs) -> anyhow::Result<SimSummary> {
         request_timeout: cfg.averaging.request_timeout(),
         fetch_deadline: cfg.averaging.fetch_timeout(),
         eval_every: s.eval.every_rounds,
+        eval_every_secs: (s.eval.every_secs > 0.0)
+            .then(|| Duration::from_secs_f64(s.eval.every_secs)),
         trace_every: Duration::from_secs_f64(s.eval.trace_every_secs),
         crash_per_round: s.churn.crash_per_round,
         down: Duration::from_secs_f64(s.churn.down_secs),
@@ -281,8 +296,21 @@ pub fn run(args: &SimArgs) -> anyhow::Result<SimSummary> {
         Some(progress.clone()),
     );
     world.schedule_starts(&starts);
-    world.run().context("simulating")?;
-    world.final_evaluation().context("evaluating")?;
+    let threads = if args.threads == 0 {
+        std::thread::available_parallelism().map_or(1, usize::from)
+    } else {
+        args.threads
+    };
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("murmur-sim-{i}"))
+        .build()
+        .context("starting the simulation's threads")?;
+    pool.install(|| -> anyhow::Result<()> {
+        world.run().context("simulating")?;
+        world.final_evaluation().context("evaluating")?;
+        Ok(())
+    })?;
     progress.finish_and_clear();
 
     // The trace: every peer line and network line, ordered by time (then peer).
@@ -339,7 +367,7 @@ fn summarize(
                 .last_eval
                 .map_or((0.0, 0.0), |(e, _)| (e.accuracy, e.loss));
             PeerSummary {
-                peer_id: format!("sim-{:05}", p.id),
+                peer_id: peer_name(p.id),
                 hostile: p.hostile.map(|h| h.to_string()),
                 accuracy,
                 loss,
@@ -358,11 +386,7 @@ fn summarize(
                 merges_rejected: p.merges_rejected,
                 rollbacks: p.rollbacks,
                 connected: Vec::new(),
-                blocked: p
-                    .core
-                    .blocked()
-                    .map(|(b, _)| format!("sim-{b:05}"))
-                    .collect(),
+                blocked: p.core.blocked().map(|(b, _)| peer_name(*b)).collect(),
             }
         })
         .collect();
@@ -414,6 +438,7 @@ fn summarize(
         final_consensus_distance: world.net_lines.last().map_or(0.0, |l| l.consensus_distance),
         blocks: world.peers.iter().map(|p| p.blocks).sum(),
         throttled: world.peers.iter().map(|p| p.throttled).sum(),
+        history: world.history.clone(),
         testnet,
     }
 }
@@ -450,4 +475,37 @@ impl SimSummary {
             self.trace_digest.get(..16).unwrap_or_default(),
         );
     }
+}
+
+/// Serves the dashboard on `addr` with the simulation's history until Ctrl-C.
+pub async fn serve(addr: std::net::SocketAddr, summary: &SimSummary) -> anyhow::Result<()> {
+    let history = crate::history::History::new(summary.history.len());
+    for point in &summary.history {
+        history.record(point.clone());
+    }
+    let status = crate::node::NodeStatus {
+        peer_id: "simulation".into(),
+        network_id: "murmur-sim".into(),
+        accuracy: summary.testnet.mean_accuracy,
+        uptime_secs: summary.testnet.seconds,
+        consensus_distance: summary.testnet.consensus_distance,
+        ..crate::node::NodeStatus::default()
+    };
+    let (_status_tx, status_rx) = tokio::sync::watch::channel(status);
+    let (events, _) = tokio::sync::broadcast::channel(16);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let bound = crate::api::serve(
+        addr,
+        crate::api::Sources {
+            status: status_rx,
+            history,
+            events,
+        },
+        stop_rx,
+    )
+    .await?;
+    eprintln!("dashboard of the simulation: http://{bound}/ (Ctrl-C to stop)");
+    tokio::signal::ctrl_c().await?;
+    let _ = stop_tx.send(true);
+    Ok(())
 }

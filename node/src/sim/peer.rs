@@ -110,6 +110,8 @@ pub struct SimPeer {
     /// The last announced model, version and samples (a restart resumes from it).
     pub checkpoint: Option<(FlatParams, u64, u64)>,
     pub last_eval: Option<(Evaluation, u64)>,
+    /// When the last evaluation was due.
+    pub last_eval_at: Option<Duration>,
     pub reached: Option<(Duration, u64)>,
     pub merges: u64,
     pub merges_rejected: u64,
@@ -155,6 +157,7 @@ impl SimPeer {
             served: VecDeque::new(),
             checkpoint: None,
             last_eval: None,
+            last_eval_at: None,
             reached: None,
             merges: 0,
             merges_rejected: 0,
@@ -173,12 +176,14 @@ impl SimPeer {
         self.served.iter().find(|s| s.manifest == *manifest)
     }
 
-    /// The compute batch's share of this peer: a due evaluation, then the round's steps.
+    /// The compute batch's share of this peer: a due evaluation, then (with `train`) the
+    /// round's steps.
     pub fn compute(
         &mut self,
         round: &RoundPolicy,
         test: &Split,
         target: f32,
+        train: bool,
     ) -> Result<(), TrainError> {
         if let Some(job) = self.pending_eval.take() {
             let current = self.trainer.export()?;
@@ -203,7 +208,7 @@ impl SimPeer {
                 bytes_received: self.bytes_received,
             });
         }
-        if self.pending_train {
+        if train && self.pending_train {
             self.pending_train = false;
             for _ in 0..round.steps.max(1) {
                 match local_step(&mut self.trainer, round) {

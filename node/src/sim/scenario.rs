@@ -104,6 +104,10 @@ pub struct Compute {
 pub struct Eval {
     /// Each peer evaluates every this many of its rounds (and after its last).
     pub every_rounds: u64,
+    /// If above 0, each peer instead evaluates at the end of its first round and then of
+    /// the first round ending at least this many virtual seconds after its last evaluation
+    /// (what a real node does, every 2 s), and after its last round.
+    pub every_secs: f64,
     /// Test examples evaluated on (the first ones of the test split; 0 = all).
     pub test_samples: usize,
     /// Virtual seconds between two network-wide lines of the trace.
@@ -114,6 +118,7 @@ impl Default for Eval {
     fn default() -> Self {
         Self {
             every_rounds: 5,
+            every_secs: 0.0,
             test_samples: 2_000,
             trace_every_secs: 5.0,
         }
@@ -207,6 +212,7 @@ impl Scenario {
             ("network.jitter_ms", n.jitter_ms),
             ("compute.step_ms", self.compute.step_ms),
             ("churn.down_secs", self.churn.down_secs),
+            ("eval.every_secs", self.eval.every_secs),
             ("churn.join_within_secs", self.churn.join_within_secs),
         ] {
             anyhow::ensure!(

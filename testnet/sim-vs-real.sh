@@ -5,8 +5,11 @@
 # report the target accuracy (mean over peers) and the final mean and min accuracy.
 #
 # Both evaluate on the same cadence (a real node evaluates every 2 s of wall time; the
-# simulation every 2 s of virtual time, `[eval] every_secs = 2`) and on the same test split.
-# A round is `averaging.round_steps` (20) x `training.batch_size` (50) = 1,000 samples.
+# simulation every 2 s of virtual time, `[eval] every_secs = 2`) and on the same test split,
+# and the simulation is given the real peers' time per round (measured: the real run's
+# seconds over its peers' mean version; `[compute] step_ms` = that / 20 steps), so that both
+# evaluate after as many rounds. A round is `averaging.round_steps` (20) x
+# `training.batch_size` (50) = 1,000 samples.
 #
 #   testnet/sim-vs-real.sh                      # digits and Fashion-MNIST, 8 peers, Dirichlet 0.5
 #   SETUPS="digits:mlp:0.95:60" testnet/sim-vs-real.sh
@@ -39,6 +42,7 @@ for setup in $SETUPS; do
     real_reached=$(jq '[.peers[] | select(.reached_target_samples != null)] | length' <<<"$real")
     real_mean=$(jq '.mean_accuracy' <<<"$real")
     real_min=$(jq '.min_accuracy' <<<"$real")
+    step_ms=$(jq '.seconds * 1000 / ([.peers[].version] | add / length) / 20' <<<"$real")
     sim_rounds=()
     sim_means=()
     for seed in $SEEDS; do
@@ -51,6 +55,8 @@ partition = "$PARTITION"
 rounds = $rounds
 seed = $seed
 target_accuracy = $target
+[compute]
+step_ms = $step_ms
 [eval]
 every_secs = 2.0
 test_samples = 0
@@ -68,5 +74,5 @@ EOF
         "${sim_rounds[*]}" \
         "$(jq -n "$real_mean * 10000 | round / 10000") (min $(jq -n "$real_min * 10000 | round / 10000"))" \
         "${sim_means[*]}"
-    echo "SIMVSREAL dataset=$dataset real_rounds=$real_rounds real_mean=$real_mean sim_rounds=${sim_rounds[*]} sim_means=${sim_means[*]}"
+    echo "SIMVSREAL dataset=$dataset step_ms=$step_ms real_rounds=$real_rounds real_mean=$real_mean sim_rounds=${sim_rounds[*]} sim_means=${sim_means[*]}"
 done

@@ -9,6 +9,8 @@
 //! - [`data`]: datasets (built-in digits, IDX files) and their partition among peers.
 //! - [`model`]: the candle models and their parameters in canonical order.
 //! - [`train`]: a [`train::Trainer`] (model + optimizer + this peer's data) and `murmur train`.
+//! - [`averaging`]: the IO-less averaging core and the pure rules it uses.
+//! - [`sim`]: `murmur sim`, many peers in one process in virtual time.
 //!
 //! The network, averaging, store and HTTP API modules arrive with the features that need
 //! them; `docs/architecture.md` shows how data flows between them.

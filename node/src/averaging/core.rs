@@ -19,6 +19,7 @@ use super::peers::{Heard, Heed, PeerTable};
 use super::policy::{Known, PartnerModel, Policy};
 use murmur_protocol::{Announce, ManifestId};
 use rand::Rng;
+use rand::seq::SliceRandom;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -130,9 +131,10 @@ pub enum Fate {
     Merged,
     /// Fetched, then refused by a check.
     Refused,
-    /// Not fetched (failed, timed out, or still on its way when the merge went ahead);
-    /// `partly` if some of its chunks were.
-    Unfetched { partly: bool },
+    /// Not fetched (failed, timed out, or still on its way when the merge went ahead).
+    Unfetched,
+    /// Fetched and offered, but the trainer never said what became of it: not charged.
+    Unjudged,
 }
 
 /// How an averaging ended, from its partners' fates.
@@ -155,7 +157,7 @@ impl Outcome {
             Outcome::Merged
         } else if fates
             .iter()
-            .any(|f| matches!(f, Fate::Refused | Fate::Unfetched { partly: true }))
+            .any(|f| matches!(f, Fate::Refused | Fate::Unjudged))
         {
             Outcome::Rejected
         } else {
@@ -321,17 +323,18 @@ impl<P: Copy + Ord> Core<P> {
     }
 
     /// Who to ask for model `id`: `first` (its announcer), then every other peer whose
-    /// latest announcement names it.
-    fn holders(&self, id: &ManifestId, first: P) -> Vec<P> {
-        std::iter::once(first)
-            .chain(
-                self.peers
-                    .known
-                    .iter()
-                    .filter(|(p, h)| **p != first && h.announce.manifest == *id)
-                    .map(|(p, _)| *p),
-            )
-            .collect()
+    /// latest announcement names it, in a random order (so that peers do not all turn to
+    /// the same holders first).
+    fn holders(&self, id: &ManifestId, first: P, rng: &mut impl Rng) -> Vec<P> {
+        let mut others: Vec<P> = self
+            .peers
+            .known
+            .iter()
+            .filter(|(p, h)| **p != first && h.announce.manifest == *id)
+            .map(|(p, _)| *p)
+            .collect();
+        others.shuffle(rng);
+        std::iter::once(first).chain(others).collect()
     }
 
     /// The trainer finished a round's steps at `now`: the averaging to run, if any (none
@@ -382,7 +385,7 @@ impl<P: Copy + Ord> Core<P> {
         let partners: Vec<Partner<P>> = chosen
             .into_iter()
             .map(|k| Partner {
-                holders: self.holders(&k.manifest, k.peer),
+                holders: self.holders(&k.manifest, k.peer, rng),
                 lag_rounds: now.saturating_sub(k.seen_at).as_secs_f64() / round.as_secs_f64(),
                 known: k,
             })
@@ -409,7 +412,7 @@ impl<P: Copy + Ord> Core<P> {
             match fate {
                 Fate::Adopted | Fate::Merged => self.budgets.forgive(peer),
                 Fate::Refused => self.budgets.charge_n(peer, REJECTED_MODEL_CHARGES),
-                Fate::Unfetched { .. } => {}
+                Fate::Unfetched | Fate::Unjudged => {}
             }
         }
         let outcome = Outcome::of(fates);

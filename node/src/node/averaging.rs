@@ -121,7 +121,7 @@ pub async fn run(job: Job) {
                 view.error = Some(format!(
                     "not fetched within {STRAGGLER_WAIT:?} of the first model"
                 ));
-                fates.push(Fate::Unfetched { partly: false });
+                fates.push(Fate::Unfetched);
             }
             Some(Ok(f)) => {
                 Counters::add(&job.counters.chunks_fetched, f.chunks_fetched as u64);
@@ -142,7 +142,7 @@ pub async fn run(job: Job) {
                 Counters::inc(&job.counters.fetch_failures);
                 tracing::warn!(peer = %k.peer, "fetch failed: {e}");
                 view.error = Some(e.to_string());
-                fates.push(Fate::Unfetched { partly: false });
+                fates.push(Fate::Unfetched);
             }
         }
         models.push(view);
@@ -196,7 +196,7 @@ pub async fn run(job: Job) {
     // A model offered but never judged (the trainer did not answer) is not charged.
     for (index, _) in offered.iter().skip(verdicts.len()) {
         if let Some(slot) = fates.get_mut(*index) {
-            *slot = Fate::Unfetched { partly: true };
+            *slot = Fate::Unjudged;
         }
     }
     let millis = started.elapsed().as_millis() as u64;

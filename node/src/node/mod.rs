@@ -351,11 +351,14 @@ impl NodeTask {
                         break;
                     }
                     trained.borrow_and_update();
-                    // Reports first: the core must know whether the last averaging ended.
+                    // Whether the averaging task ended, read before its report is looked
+                    // for: a task that ended sent its report first, so one still missing
+                    // after the drain below never comes.
+                    let ended = averaging.as_ref().is_none_or(|t| t.is_finished());
                     while let Ok(done) = averaged.try_recv() {
                         self.on_averaged(done);
                     }
-                    if self.core.averaging() && averaging.as_ref().is_none_or(|t| t.is_finished()) {
+                    if self.core.averaging() && ended {
                         tracing::warn!("an averaging task ended without a report");
                         self.core.averaging_abandoned();
                     }

@@ -341,7 +341,7 @@ impl World {
         let Some(plan) = plan else {
             return self.end_round(p);
         };
-        let mut fates = vec![Fate::Unfetched { partly: false }; plan.partners.len()];
+        let mut fates = vec![Fate::Unfetched; plan.partners.len()];
         let mut got: Vec<(Duration, usize, Arc<FlatParams>)> = Vec::new();
         let mut last_failure = now;
         for (i, partner) in plan.partners.iter().enumerate() {
@@ -692,18 +692,24 @@ impl World {
         Ok(())
     }
 
-    /// Evaluates every live peer's current model (the summary's accuracies).
+    /// Evaluates every live peer's last published model, what a user would take from it
+    /// (the summary's accuracies).
     pub fn final_evaluation(&mut self) -> Result<(), TrainError> {
         let now = self.now;
         for peer in &mut self.peers {
-            if peer.life == Life::Up {
-                peer.pending_eval = Some(EvalJob {
-                    at: now,
-                    round: peer.rounds_done,
-                    samples: peer.trainer.samples_seen(),
-                    params: peer.trainer.export()?,
-                });
+            if peer.life != Life::Up {
+                continue;
             }
+            let (params, samples) = match &peer.checkpoint {
+                Some((params, _, samples)) => (params.clone(), *samples),
+                None => (peer.trainer.export()?, peer.trainer.samples_seen()),
+            };
+            peer.pending_eval = Some(EvalJob {
+                at: now,
+                round: peer.rounds_done,
+                samples,
+                params,
+            });
         }
         self.compute_batch(false)
     }

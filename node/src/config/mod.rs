@@ -508,7 +508,7 @@ impl Default for DashboardConfig {
 pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
 
 /// Reads at most [`MAX_CONFIG_BYTES`] of UTF-8 text.
-fn read_bounded(path: &Path) -> std::io::Result<String> {
+pub(crate) fn read_bounded(path: &Path) -> std::io::Result<String> {
     use std::io::Read;
     let mut text = String::new();
     std::fs::File::open(path)?

@@ -188,9 +188,9 @@ pub struct Checked {
 }
 
 impl Scenario {
-    /// Reads a scenario file.
+    /// Reads a scenario file (at most [`crate::config::MAX_CONFIG_BYTES`]).
     pub fn load(path: &Path) -> anyhow::Result<Scenario> {
-        let text = std::fs::read_to_string(path)
+        let text = crate::config::read_bounded(path)
             .with_context(|| format!("reading scenario {}", path.display()))?;
         toml::from_str(&text).with_context(|| format!("scenario {}", path.display()))
     }
@@ -374,11 +374,34 @@ mod tests {
             ("[config.averaging]\nfanout = 0", "fanout"),
             ("[config.averaging]\nfanout_typo = 1", "fanout_typo"),
             ("[eval]\nevery_rounds = 0", "every_rounds"),
+            ("[eval]\nevery_secs = -1", "eval.every_secs"),
+            ("[eval]\ntrace_every_secs = 0", "trace_every_secs"),
+            ("[compute]\nstep_ms = -1", "compute.step_ms"),
+            ("[network]\njitter_ms = nan", "network.jitter_ms"),
+            ("[churn]\ncrash_per_round = 2", "churn.crash_per_round"),
+            ("[churn]\ndown_secs = -5", "churn.down_secs"),
+            ("target_accuracy = 2", "target_accuracy"),
+            (
+                "[[partitions]]\nat_secs = 1\nheal_secs = 2\ngroups = 1",
+                "groups",
+            ),
+            ("dataset = \"cifar\"", "cifar"),
+            ("partition = \"dirichlet:-1\"", "dirichlet"),
         ] {
             let err = format!("{:#}", parse(text).unwrap_err());
             assert!(err.contains(needle), "{text}: {err}");
         }
         let err = toml::from_str::<Scenario>("peerz = 3").unwrap_err();
         assert!(err.to_string().contains("peerz"), "{err}");
+    }
+
+    #[test]
+    fn an_oversized_scenario_file_is_refused_unread() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.toml");
+        let big = crate::config::MAX_CONFIG_BYTES as usize + 10;
+        std::fs::write(&path, vec![b'#'; big]).unwrap();
+        let err = format!("{:#}", Scenario::load(&path).unwrap_err());
+        assert!(err.contains("larger than"), "{err}");
     }
 }

@@ -100,6 +100,8 @@ pub struct World {
     pub rules: Rules,
     pub test: Split,
     pub model_bytes: u64,
+    /// Chunks of one model (`averaging.chunk_size`): every fetch moves all of them.
+    pub model_chunks: u64,
     pub now: Duration,
     pub net_lines: Vec<NetLine>,
     /// The network samples as the dashboard's history points (virtual seconds).
@@ -112,7 +114,6 @@ pub struct World {
     seq: u64,
     /// Per sender: (sent at, announcement), oldest first.
     log: Vec<VecDeque<(Duration, Announce)>>,
-    splits: Vec<(Duration, Duration, usize)>,
     progress: Option<indicatif::ProgressBar>,
 }
 
@@ -125,7 +126,6 @@ impl World {
         test: Split,
         model_bytes: u64,
         rng: ChaCha8Rng,
-        splits: Vec<(Duration, Duration, usize)>,
         progress: Option<indicatif::ProgressBar>,
     ) -> Self {
         let n = peers.len();
@@ -135,6 +135,7 @@ impl World {
             rules,
             test,
             model_bytes,
+            model_chunks: 1,
             now: Duration::ZERO,
             net_lines: Vec::new(),
             history: Vec::new(),
@@ -144,7 +145,6 @@ impl World {
             queue: BinaryHeap::new(),
             seq: 0,
             log: vec![VecDeque::new(); n],
-            splits,
             progress,
         }
     }
@@ -349,7 +349,7 @@ impl World {
                 Ok((at, holder, model)) => {
                     let bytes = self.model_bytes;
                     self.peers[p].bytes_received += bytes;
-                    self.peers[p].chunks_fetched += 1;
+                    self.peers[p].chunks_fetched += self.model_chunks;
                     self.peers[holder].bytes_sent += bytes;
                     got.push((at, i, model));
                 }
@@ -603,11 +603,7 @@ impl World {
             .collect::<Result<_, _>>()?;
         let all: Vec<&[f32]> = models.iter().map(|m| m.values()).collect();
         let (consensus, _) = spread(&all);
-        let active = self
-            .splits
-            .iter()
-            .find(|(from, to, _)| *from <= self.now && self.now < *to)
-            .map(|s| s.2);
+        let active = self.links.active_split(self.now);
         let (group_distances, between_groups) = match active {
             Some(groups) => {
                 let mut within = Vec::new();

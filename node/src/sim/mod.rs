@@ -239,17 +239,6 @@ pub fn run(args: &SimArgs) -> anyhow::Result<SimSummary> {
         .map(|p| p.trainer.export().map(|m| m.values().len() as u64 * 4))
         .transpose()?
         .unwrap_or(0);
-    let splits: Vec<(Duration, Duration, usize)> = s
-        .partitions
-        .iter()
-        .map(|p| {
-            (
-                Duration::from_secs_f64(p.at_secs),
-                Duration::from_secs_f64(p.heal_secs),
-                p.groups,
-            )
-        })
-        .collect();
     let nominal_round = (checked.step * u32::try_from(opts.round.steps).unwrap_or(u32::MAX))
         .max(crate::node::MIN_ROUND_TIME)
         + opts.round.merge_wait;
@@ -292,9 +281,9 @@ pub fn run(args: &SimArgs) -> anyhow::Result<SimSummary> {
         test,
         model_bytes,
         rng,
-        splits,
         Some(progress.clone()),
     );
+    world.model_chunks = model_bytes.div_ceil(u64::from(cfg.averaging.chunk_size).max(1));
     world.schedule_starts(&starts);
     let threads = if args.threads == 0 {
         std::thread::available_parallelism().map_or(1, usize::from)

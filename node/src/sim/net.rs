@@ -64,6 +64,14 @@ impl Links {
         })
     }
 
+    /// The groups of the split active at `at`, if one is.
+    pub fn active_split(&self, at: Duration) -> Option<usize> {
+        self.splits
+            .iter()
+            .find(|&&(from, to, _)| from <= at && at < to)
+            .map(|s| s.2)
+    }
+
     /// True if the message named `key` is lost (decided by the key alone, so the same
     /// message is lost in every run).
     pub fn lost(&self, key: u64) -> bool {

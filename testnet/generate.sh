@@ -6,6 +6,9 @@
 # compose network has fixed addresses; murmur resolves no host names) and serves its
 # dashboard on host port 8080+i (127.0.0.1 only). testnet/docker-compose.yml and
 # testnet/peers/ are this script's output for N=6.
+# MURMUR_EMULATE_LINK (e.g. 20mbit,40ms) puts every peer behind an emulated link
+# (network.emulate_link, a test aid: the kernel has no netem); MURMUR_ENCODING (f32, f16,
+# bf16, int8) sets averaging.encoding.
 set -euo pipefail
 N="${1:?usage: generate.sh N OUT_DIR}"
 OUT="${2:?usage: generate.sh N OUT_DIR}"
@@ -13,6 +16,8 @@ OUT="${2:?usage: generate.sh N OUT_DIR}"
 SUBNET_PREFIX="${MURMUR_SUBNET_PREFIX:-172.31.87}"
 IMAGE="${MURMUR_IMAGE:-murmur-testnet:0.1}"
 PARTITION="${MURMUR_PARTITION:-dirichlet:0.5}"
+LINK="${MURMUR_EMULATE_LINK:-}"
+ENCODING="${MURMUR_ENCODING:-f32}"
 mkdir -p "$OUT/peers"
 rm -f "$OUT"/peers/peer*.toml
 
@@ -29,11 +34,15 @@ data_dir = "/data"
 listen = ["/ip4/0.0.0.0/tcp/4001"]
 bootstrap = $bootstrap
 mdns = false
+emulate_link = "$LINK"
 
 [training]
 dataset = "digits"
 partition = "$PARTITION"
 shard = "$i/$N"
+
+[averaging]
+encoding = "$ENCODING"
 
 [dashboard]
 listen = "0.0.0.0:8080"

@@ -13,6 +13,7 @@ const POLL_MS = 2000;
 const state = {
   self: null,
   network: null,
+  status: null,          // /api/status: this node's counters (CPU shares, bytes per merge)
   history: [],           // HistoryPoint[] from /api/history (t = this node's uptime)
   live: new Map(),       // peer id -> [[t, accuracy, loss]] from announce events after the history
   averagings: [],
@@ -23,6 +24,10 @@ const state = {
 const $ = (id) => document.getElementById(id);
 const shortId = (id) => (id && id.length > 10 ? "…" + id.slice(-6) : id || "");
 const pct = (a) => (a * 100).toFixed(1) + "%";
+// A CPU share (0..1) as a percentage; "–" when the peer did not report one.
+const share = (a) => (typeof a === "number" && isFinite(a) ? pct(Math.min(Math.max(a, 0), 1)) : "–");
+// Bytes fetched per merge: the API's figure, else bytes in over merges (as announced).
+const perMerge = (p) => p.bytes_per_merge ?? (p.merges > 0 ? p.bytes_received / p.merges : null);
 
 function colours() {
   const ids = new Set();
@@ -93,10 +98,13 @@ function drawPeers() {
   if (!net) return;
   const col = colours();
   const { key, asc } = state.sort;
+  const value = (p) => (key === "bytes_per_merge" ? perMerge(p) : p[key]);
   const rows = [...net.peers].sort((a, b) => {
-    const [x, y] = [a[key], b[key]];
-    // Strings by code unit, not locale: peer ids are case-sensitive base58.
-    const c = typeof x === "string" ? (x < y ? -1 : x > y ? 1 : 0) : x - y;
+    const [x, y] = [value(a), value(b)];
+    // Strings by code unit, not locale: peer ids are case-sensitive base58. Unknown values
+    // (no bytes per merge before a merge) sort below every known one.
+    const c = x == null || y == null ? (x == null) - (y == null)
+      : typeof x === "string" ? (x < y ? -1 : x > y ? 1 : 0) : x - y;
     return asc ? c : -c;
   });
   const body = $("peers").querySelector("tbody");
@@ -109,8 +117,12 @@ function drawPeers() {
       p.version, pct(p.accuracy), p.loss.toFixed(3), p.samples.toLocaleString(),
       p.is_self ? "now" : `${p.last_seen_secs.toFixed(1)} s ago`,
       bytes(p.bytes_received), bytes(p.bytes_sent), p.merges,
+      share(p.train_share), share(p.comm_share),
+      perMerge(p) == null ? "–" : bytes(perMerge(p)),
     ];
-    tr.innerHTML = cells.map((c, i) => `<td${i ? ' class="num"' : ""}>${c}</td>`).join("");
+    const keys = ["peer_id", "version", "accuracy", "loss", "samples", "last_seen_secs",
+      "bytes_received", "bytes_sent", "merges", "train_share", "comm_share", "bytes_per_merge"];
+    tr.innerHTML = cells.map((c, i) => `<td data-col="${keys[i]}"${i ? ' class="num"' : ""}>${c}</td>`).join("");
     return tr;
   }));
   for (const th of $("peers").querySelectorAll("th")) {
@@ -126,10 +138,23 @@ function drawPeers() {
   $("sum-cd").textContent = net.consensus_distance == null ? "–" : net.consensus_distance.toExponential(2);
   const me = net.peers.find((p) => p.is_self);
   $("sum-merges").textContent = me ? me.merges : "–";
+  drawCpu();
   const last = state.history[state.history.length - 1];
   $("sum-rate").textContent = last ? `${bytes(last.bytes_in_rate)}/s · ${bytes(last.bytes_out_rate)}/s` : "–";
   $("network").textContent = `network ${net.network_id}`;
   $("node").textContent = `node ${shortId(net.peer_id)}`;
+}
+
+// This node's CPU shares (since start, and over the last 30 s) and bytes per merge.
+function drawCpu() {
+  const c = state.status?.counters;
+  const card = (id, total, recent) => {
+    $(id).textContent = c ? share(total) : "–";
+    $(id + "-recent").textContent = c ? `last 30 s: ${share(recent)}` : "";
+  };
+  card("sum-train", c?.train_share, c?.train_share_recent);
+  card("sum-comm", c?.comm_share, c?.comm_share_recent);
+  $("sum-bpm").textContent = c?.bytes_per_merge == null ? "–" : bytes(c.bytes_per_merge);
 }
 
 function drawAveragings() {
@@ -161,6 +186,7 @@ function drawAveragings() {
 async function refreshNetwork() {
   const [net, status] = await Promise.all([getJson("/api/network"), getJson("/api/status")]);
   state.network = net;
+  state.status = status;
   state.averagings = status.averagings || [];
   drawPeers();
   drawAveragings();

@@ -54,6 +54,16 @@ fn main() {
     .unwrap();
     write("manifest", "golden", &golden.manifest_bytes);
     write("manifest", "three-tensors-chunk-70", &odd.manifest_bytes);
+    // The same model in every other encoding (int8 with its smallest block).
+    let params = model(&[("fc.weight", &[2, 10]), ("fc.bias", &[6])], 0.5);
+    for (name, encoding) in [
+        ("golden-f16", murmur_protocol::Encoding::F16Le),
+        ("golden-bf16", murmur_protocol::Encoding::Bf16Le),
+        ("golden-int8", murmur_protocol::Encoding::Int8 { block: 16 }),
+    ] {
+        let snap = Snapshot::from_params_encoded(params.clone(), encoding, 64).unwrap();
+        write("manifest", name, &snap.manifest_bytes);
+    }
 
     let announce = Announce {
         manifest: golden.id,
@@ -65,6 +75,8 @@ fn main() {
             merges: 3,
             bytes_sent: 10,
             bytes_received: 20,
+            train_share: 0.75,
+            comm_share: 0.125,
         },
         projection: vec![1.0, -2.0],
         neighbours: vec![Bytes::from_static(&[1, 2, 3])],

@@ -143,10 +143,13 @@ pub enum BenchCommand {
 }
 
 /// Runs `future` to completion on a new multi-threaded tokio runtime (the commands that
-/// need the network; the others stay synchronous).
+/// need the network; the others stay synchronous). The runtime's threads register their CPU
+/// clocks in [`crate::cpu::RUNTIME`] (a node's communication overhead); the calling thread,
+/// which only sets up and waits, does not.
 fn block_on<F: std::future::Future>(future: F) -> anyhow::Result<F::Output> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    let runtime = crate::cpu::count_runtime_threads(&mut builder)
         .build()
         .context("starting the async runtime")?;
     Ok(runtime.block_on(future))

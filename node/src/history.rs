@@ -209,6 +209,8 @@ mod tests {
             bytes_received: 0,
             last_seen_secs: 0.0,
             neighbours: vec![],
+            train_share: 0.0,
+            comm_share: 0.0,
         });
         let p = point(&now, Some(&before), Duration::from_secs(2));
         assert_eq!(p.peers.len(), 2);

@@ -20,6 +20,7 @@ pub mod averaging;
 pub mod bench;
 pub mod cli;
 pub mod config;
+pub mod cpu;
 pub mod data;
 pub mod history;
 pub mod identity;

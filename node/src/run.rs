@@ -46,6 +46,14 @@ pub struct RunArgs {
     /// Overrides `dashboard.listen`.
     #[arg(long)]
     pub dashboard_listen: Option<SocketAddr>,
+    /// Overrides `averaging.encoding`: f32, f16, bf16, int8 or int8:<block>.
+    #[arg(long)]
+    pub encoding: Option<murmur_protocol::Encoding>,
+    /// Overrides `network.emulate_link`, a test and benchmark aid: manifest and chunk
+    /// transfers pass through an emulated link of this rate and/or one-way latency, e.g.
+    /// `20mbit,40ms`.
+    #[arg(long)]
+    pub emulate_link: Option<crate::network::link::LinkSpec>,
     /// Shut down when standard input closes: `murmur testnet` holds every child's stdin, so
     /// its peers stop with it however it ends.
     #[arg(long, hide = true)]
@@ -84,6 +92,12 @@ impl RunArgs {
         if let Some(l) = self.dashboard_listen {
             cfg.dashboard.listen = l;
         }
+        if let Some(e) = self.encoding {
+            cfg.averaging.encoding = e;
+        }
+        if let Some(l) = self.emulate_link {
+            cfg.network.emulate_link = Some(l);
+        }
         cfg.validate()?;
         Ok(cfg)
     }
@@ -113,6 +127,7 @@ pub fn options(cfg: &NodeConfig) -> NodeOptions {
             idle_timeout: cfg.network.idle_timeout(),
             request_timeout: a.request_timeout(),
             corrupt_served_chunks: false,
+            emulate_link: cfg.network.emulate_link,
             never_answer: false,
             serving: cfg.network.serving(),
             psk: cfg.network.psk(),
@@ -152,6 +167,7 @@ pub fn options(cfg: &NodeConfig) -> NodeOptions {
             staleness: a.staleness,
         },
         chunk_size: a.chunk_size,
+        encoding: a.encoding,
         fetch: FetchLimits {
             per_peer_inflight: a.max_inflight_per_peer,
             deadline: a.fetch_timeout(),

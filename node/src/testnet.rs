@@ -159,6 +159,13 @@ pub struct Tuning {
     /// `training.holdout_samples` of every peer (0 = no held-back examples, no loss check).
     #[arg(long)]
     pub holdout_samples: Option<usize>,
+    /// `averaging.encoding` of every peer: f32, f16, bf16, int8 or int8:<block>.
+    #[arg(long)]
+    pub encoding: Option<murmur_protocol::Encoding>,
+    /// `network.emulate_link` of every peer (a test aid): each peer's manifest and chunk
+    /// transfers pass through its own emulated link, e.g. `20mbit,40ms`.
+    #[arg(long)]
+    pub emulate_link: Option<crate::network::link::LinkSpec>,
 }
 
 impl Tuning {
@@ -218,6 +225,12 @@ impl Tuning {
         if let Some(v) = self.holdout_samples {
             cfg.training.holdout_samples = v;
         }
+        if let Some(v) = self.encoding {
+            cfg.averaging.encoding = v;
+        }
+        if let Some(v) = self.emulate_link {
+            cfg.network.emulate_link = Some(v);
+        }
     }
 }
 
@@ -244,12 +257,22 @@ pub struct PeerSummary {
     pub cpu_secs: Option<f64>,
     /// CPU seconds its training thread had spent evaluating on the test split.
     pub eval_cpu_secs: f64,
+    /// Share of its process CPU time spent on training steps, over the whole run
+    /// (docs/api.md); `None` in the simulation, which models no CPU.
+    pub resource_utilization: Option<f32>,
+    /// Share of its process CPU time spent communicating (the async runtime's threads:
+    /// network, serving, fetching, verifying, publishing; and merging), over the whole run.
+    pub communication_overhead: Option<f32>,
     /// With `--until-accuracy` or `--target-accuracy`: seconds until this peer first
     /// reported the target accuracy.
     pub reached_target_secs: Option<f64>,
     /// With `--until-accuracy` or `--target-accuracy`: `eval_samples` of the first status
     /// reporting the target.
     pub reached_target_samples: Option<u64>,
+    /// With `--until-accuracy` or `--target-accuracy`: bytes it had received over the sync
+    /// protocol (manifests and chunks, framing included) by the first status reporting the
+    /// target.
+    pub reached_target_bytes: Option<u64>,
     /// Partner models it refused.
     pub merges_rejected: u64,
     /// Returns to its last good weights after training diverged.
@@ -300,7 +323,8 @@ struct Peer {
     dashboard: SocketAddr,
     last: Option<NodeStatus>,
     /// Seconds and `eval_samples` when it first reported the target accuracy.
-    reached: Option<(f64, u64)>,
+    /// When it first reported the target: seconds, samples and bytes fetched by then.
+    reached: Option<(f64, u64, u64)>,
     cpu_secs: Option<f64>,
 }
 
@@ -525,7 +549,11 @@ pub async fn run(args: &TestnetArgs) -> anyhow::Result<TestnetSummary> {
                         .or(args.target_accuracy)
                         .is_some_and(|a| s.accuracy >= a)
                 {
-                    p.reached = Some((started.elapsed().as_secs_f64(), s.eval_samples));
+                    p.reached = Some((
+                        started.elapsed().as_secs_f64(),
+                        s.eval_samples,
+                        s.counters.bytes_received,
+                    ));
                 }
                 p.last = Some(s);
             }
@@ -582,7 +610,7 @@ pub async fn run(args: &TestnetArgs) -> anyhow::Result<TestnetSummary> {
     let each_reached_secs = peers
         .iter()
         .filter(|p| p.hostile.is_none())
-        .map(|p| p.reached.map(|(secs, _)| secs))
+        .map(|p| p.reached.map(|(secs, _, _)| secs))
         .collect::<Option<Vec<f64>>>()
         .map(|t| t.into_iter().fold(0.0, f64::max));
     let summaries: Vec<PeerSummary> = peers
@@ -603,8 +631,11 @@ pub async fn run(args: &TestnetArgs) -> anyhow::Result<TestnetSummary> {
             eval_samples: s.eval_samples,
             cpu_secs: p.cpu_secs,
             eval_cpu_secs: s.counters.eval_cpu_micros as f64 / 1e6,
-            reached_target_secs: p.reached.map(|(secs, _)| secs),
-            reached_target_samples: p.reached.map(|(_, samples)| samples),
+            resource_utilization: Some(s.counters.train_share),
+            communication_overhead: Some(s.counters.comm_share),
+            reached_target_secs: p.reached.map(|(secs, _, _)| secs),
+            reached_target_samples: p.reached.map(|(_, samples, _)| samples),
+            reached_target_bytes: p.reached.map(|(_, _, bytes)| bytes),
             merges_rejected: s.counters.merges_rejected,
             rollbacks: s.counters.rollbacks,
             connected: s.connected.clone(),
@@ -661,7 +692,7 @@ impl TestnetSummary {
             return;
         }
         println!(
-            "{:<54} {:>8} {:>7} {:>7} {:>6} {:>10} {:>10} {:>7} {:>7} {:>10} {:>7} {:>8}",
+            "{:<54} {:>8} {:>7} {:>7} {:>6} {:>10} {:>10} {:>7} {:>7} {:>10} {:>7} {:>7} {:>7} {:>8}",
             "peer",
             "accuracy",
             "loss",
@@ -673,6 +704,8 @@ impl TestnetSummary {
             "reused",
             "samples",
             "cpu s",
+            "train %",
+            "comm %",
             "target s"
         );
         for p in &self.peers {
@@ -681,7 +714,7 @@ impl TestnetSummary {
                 None => p.peer_id.clone(),
             };
             println!(
-                "{:<54} {:>8.4} {:>7.4} {:>7} {:>6} {:>10} {:>10} {:>7} {:>7} {:>10} {:>7} {:>8}",
+                "{:<54} {:>8.4} {:>7.4} {:>7} {:>6} {:>10} {:>10} {:>7} {:>7} {:>10} {:>7} {:>7} {:>7} {:>8}",
                 name,
                 p.accuracy,
                 p.loss,
@@ -693,6 +726,10 @@ impl TestnetSummary {
                 p.chunks_reused,
                 p.samples,
                 p.cpu_secs.map_or("-".into(), |c| format!("{c:.1}")),
+                p.resource_utilization
+                    .map_or("-".into(), |s| format!("{:.1}", s * 100.0)),
+                p.communication_overhead
+                    .map_or("-".into(), |s| format!("{:.1}", s * 100.0)),
                 p.reached_target_secs
                     .map_or("-".into(), |t| format!("{t:.1}"))
             );

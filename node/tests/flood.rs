@@ -249,7 +249,11 @@ fn client() -> Client {
             ping: libp2p::ping::Behaviour::default(),
             sync: request_response::Behaviour::<RawCodec>::new(
                 [(
-                    StreamProtocol::try_from_owned(format!("/murmur/{NETWORK}/sync/1")).unwrap(),
+                    StreamProtocol::try_from_owned(format!(
+                        "/murmur/{NETWORK}/sync/{}",
+                        murmur_protocol::codec::WIRE_VERSION
+                    ))
+                    .unwrap(),
                     ProtocolSupport::Outbound,
                 )],
                 request_response::Config::default().with_request_timeout(Duration::from_secs(10)),

@@ -1,11 +1,13 @@
 //! From weights to content-addressed chunks and back.
 //!
-//! [`Snapshot::build`] serializes [`FlatParams`] little-endian into one byte stream, cuts it
-//! into `chunk_size` pieces (the last may be shorter), hashes each piece (in parallel: the
-//! pieces are independent, so this is deterministic) and writes the [`Manifest`].
-//! [`assemble`] does the reverse and trusts nothing: it validates the manifest and checks every
-//! chunk's length and hash before decoding a single value.
+//! [`Snapshot::build`] serializes [`FlatParams`] as little-endian `f32` into one byte stream
+//! ([`Snapshot::from_params_encoded`]: in any [`Encoding`]), cuts it into `chunk_size` pieces
+//! (the last may be shorter), hashes each piece (in parallel: the pieces are independent, so
+//! this is deterministic) and writes the [`Manifest`]. [`assemble`] does the reverse and
+//! trusts nothing: it validates the manifest and checks every chunk's length and hash before
+//! decoding a single value.
 
+use crate::encoding::{self, QuantizeError};
 use crate::error::{AssembleError, EncodeError, LayoutError};
 use crate::id::{ChunkId, ManifestId};
 use crate::manifest::{Encoding, MANIFEST_FORMAT_VERSION, Manifest};
@@ -35,7 +37,8 @@ pub struct Snapshot {
     pub chunks: Vec<Chunk>,
 }
 
-/// Building a snapshot failed (a bad chunk size or a model over the limits).
+/// Building a snapshot failed (a bad chunk size, a model over the limits, or values the
+/// encoding cannot carry).
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
     #[error("chunk size {got} outside the allowed {min}..={max} bytes")]
@@ -46,6 +49,8 @@ pub enum SnapshotError {
     Layout(#[from] LayoutError),
     #[error(transparent)]
     Encode(#[from] EncodeError),
+    #[error(transparent)]
+    Quantize(#[from] QuantizeError),
 }
 
 impl Snapshot {
@@ -57,16 +62,39 @@ impl Snapshot {
     /// Like [`Snapshot::build`], taking the parameters by value: their buffer becomes the
     /// chunks' byte stream without a copy.
     pub fn from_params(params: FlatParams, chunk_size: u32) -> Result<Self, SnapshotError> {
-        use crate::limits::{MAX_CHUNK_SIZE, MAX_CHUNKS_PER_MANIFEST, MIN_CHUNK_SIZE};
-        if !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&chunk_size) {
-            return Err(SnapshotError::ChunkSize {
-                got: chunk_size,
-                min: MIN_CHUNK_SIZE,
-                max: MAX_CHUNK_SIZE,
-            });
-        }
+        check_chunk_size(chunk_size)?;
         let tensors = params.layout().tensors().to_vec();
-        let stream = params.into_le_bytes();
+        Self::from_stream(tensors, Encoding::F32Le, params.into_le_bytes(), chunk_size)
+    }
+
+    /// Encodes `params` in `encoding`, then chunks and hashes the stream. `F32Le` is
+    /// [`Snapshot::from_params`]. A peer assembling the snapshot gets
+    /// [`quantize(&params, encoding)`](crate::quantize). Refuses an invalid encoding, and
+    /// values it cannot carry with [`QuantizeError::Unrepresentable`]: a finite value that
+    /// would become infinite in `F16Le` or `Bf16Le` (a magnitude of at least 65,520 or about
+    /// 3.3961e38: the largest finite value plus half a step), or in `Int8` a non-finite value or a block whose largest magnitude is so
+    /// close to `f32::MAX` that 127 times its scale overflows.
+    pub fn from_params_encoded(
+        params: FlatParams,
+        encoding: Encoding,
+        chunk_size: u32,
+    ) -> Result<Self, SnapshotError> {
+        if encoding == Encoding::F32Le {
+            return Self::from_params(params, chunk_size);
+        }
+        check_chunk_size(chunk_size)?;
+        let stream = Bytes::from(encoding::encode(&params, encoding)?);
+        let tensors = params.layout().tensors().to_vec();
+        Self::from_stream(tensors, encoding, stream, chunk_size)
+    }
+
+    fn from_stream(
+        tensors: Vec<crate::TensorSpec>,
+        encoding: Encoding,
+        stream: Bytes,
+        chunk_size: u32,
+    ) -> Result<Self, SnapshotError> {
+        use crate::limits::MAX_CHUNKS_PER_MANIFEST;
         let chunks = chunk_stream(&stream, chunk_size as usize);
         if chunks.len() > MAX_CHUNKS_PER_MANIFEST {
             return Err(SnapshotError::TooManyChunks {
@@ -76,7 +104,7 @@ impl Snapshot {
         }
         let manifest = Manifest {
             format_version: MANIFEST_FORMAT_VERSION,
-            encoding: Encoding::F32Le,
+            encoding,
             chunk_size,
             total_len: stream.len() as u64,
             tensors,
@@ -90,6 +118,18 @@ impl Snapshot {
             chunks,
         })
     }
+}
+
+fn check_chunk_size(chunk_size: u32) -> Result<(), SnapshotError> {
+    use crate::limits::{MAX_CHUNK_SIZE, MIN_CHUNK_SIZE};
+    if !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&chunk_size) {
+        return Err(SnapshotError::ChunkSize {
+            got: chunk_size,
+            min: MIN_CHUNK_SIZE,
+            max: MAX_CHUNK_SIZE,
+        });
+    }
+    Ok(())
 }
 
 /// Cuts `stream` into `chunk_size`-byte chunks and hashes them in parallel.
@@ -109,7 +149,11 @@ pub fn chunk_stream(stream: &Bytes, chunk_size: usize) -> Vec<Chunk> {
 }
 
 /// Rebuilds the weights a manifest names from its chunks (in manifest order), checking the
-/// manifest, then every chunk's length and hash, before decoding any value.
+/// manifest, then every chunk's length and hash, before decoding any value. `F32Le` is
+/// decoded chunk by chunk; other encodings are decoded from one copy of the stream
+/// (`total_len` bytes, validated against the layout). `Int8` refuses a block scale that is
+/// negative (sign bit set, -0.0 included), infinite, NaN or overflowing when multiplied by
+/// 127, and a quantized value of -128; so every value it returns is finite.
 pub fn assemble(manifest: &Manifest, chunks: &[Bytes]) -> Result<FlatParams, AssembleError> {
     let layout = manifest.validate()?;
     if chunks.len() != manifest.chunks.len() {
@@ -141,6 +185,14 @@ pub fn assemble(manifest: &Manifest, chunks: &[Bytes]) -> Result<FlatParams, Ass
                 actual,
             })
         })?;
+    if manifest.encoding != Encoding::F32Le {
+        let mut stream = Vec::with_capacity(manifest.total_len as usize);
+        for data in chunks {
+            stream.extend_from_slice(data);
+        }
+        let values = encoding::decode(&layout, manifest.encoding, &stream)?;
+        return Ok(FlatParams::new(layout, values).map_err(crate::ManifestError::from)?);
+    }
     let mut values = Vec::with_capacity(layout.numel() as usize);
     let mut carry = [0u8; 4];
     let mut carried = 0usize;
@@ -203,6 +255,37 @@ mod tests {
         assert_ne!(a.id, b.id);
         assert_eq!(a.chunks[..3], b.chunks[..3]);
         assert_ne!(a.chunks[3].id, b.chunks[3].id);
+    }
+
+    #[test]
+    fn encoded_snapshots_round_trip_to_quantize() {
+        let p = params(101);
+        for encoding in [
+            Encoding::F32Le,
+            Encoding::F16Le,
+            Encoding::Bf16Le,
+            Encoding::Int8 { block: 16 },
+        ] {
+            // 70-byte chunks: values and int8 blocks straddle chunk boundaries.
+            let snap = Snapshot::from_params_encoded(p.clone(), encoding, 70).unwrap();
+            assert_eq!(snap.manifest.encoding, encoding);
+            let data: Vec<Bytes> = snap.chunks.iter().map(|c| c.data.clone()).collect();
+            let got = assemble(&snap.manifest, &data).unwrap();
+            assert_eq!(got, crate::quantize(&p, encoding).unwrap(), "{encoding}");
+        }
+        assert!(matches!(
+            Snapshot::from_params_encoded(p.clone(), Encoding::F16Le, 8),
+            Err(SnapshotError::ChunkSize { .. })
+        ));
+        let mut big = p;
+        big.values_mut()[7] = 1e6;
+        assert!(matches!(
+            Snapshot::from_params_encoded(big, Encoding::F16Le, 64),
+            Err(SnapshotError::Quantize(QuantizeError::Unrepresentable {
+                index: 7,
+                ..
+            }))
+        ));
     }
 
     #[test]

@@ -23,7 +23,7 @@ use serde::de::DeserializeOwned;
 use std::fmt;
 
 /// The wire version this build writes and the only one it reads.
-pub const WIRE_VERSION: u8 = 1;
+pub const WIRE_VERSION: u8 = 2;
 
 /// What a byte string is meant to be; each kind has its own size limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

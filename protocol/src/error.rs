@@ -54,10 +54,12 @@ pub enum ManifestError {
     TooManyChunks { count: usize, max: usize },
     #[error("bad layout: {0}")]
     Layout(#[from] LayoutError),
-    #[error("layout needs {layout} bytes but the manifest says {manifest}")]
+    #[error("layout needs {layout} bytes in this encoding but the manifest says {manifest}")]
     TotalLen { layout: u64, manifest: u64 },
     #[error("manifest lists {got} chunks but its length and chunk size need {expected}")]
     ChunkCount { expected: u64, got: usize },
+    #[error("int8 block size {got} outside the allowed {min}..={max} values")]
+    Int8Block { got: u32, min: u32, max: u32 },
 }
 
 /// Reassembling weights from a manifest and chunks failed; nothing was returned.
@@ -80,6 +82,20 @@ pub enum AssembleError {
         expected: ChunkId,
         actual: ChunkId,
     },
+    #[error("encoded stream is {got} bytes, the layout and encoding need {expected}")]
+    StreamLength { expected: u64, got: u64 },
+    #[error(
+        "tensor {tensor:?} int8 block #{block} has scale {scale}: not a finite non-negative number whose 127 multiple is finite",
+        scale = f32::from_bits(*.scale_bits)
+    )]
+    BadScale {
+        tensor: String,
+        block: u64,
+        /// The scale's bits (an `f32`; kept as bits so the error stays `Eq`).
+        scale_bits: u32,
+    },
+    #[error("tensor {tensor:?} int8 value #{index} is -128, outside -127..=127")]
+    Int8Value { tensor: String, index: u64 },
 }
 
 /// Bytes that are not a valid message of the expected kind.

@@ -10,9 +10,12 @@
 //! - [`tensor`]: [`TensorSpec`] and [`Layout`], the canonical (sorted by name) list of a
 //!   model's parameters.
 //! - [`params`]: [`FlatParams`], a layout plus its values in canonical order, flat.
+//! - [`encoding`]: [`Encoding`], how values become the byte stream (`f32`, `f16`, `bf16` or
+//!   block-quantized `int8`), and [`quantize`], the values a peer decodes from it.
 //! - [`manifest`]: [`Manifest`], which names a model: layout, encoding, chunk size and the
 //!   ordered chunk ids. Its id is the hash of its canonical encoding.
-//! - [`chunking`]: [`Snapshot::build`] turns [`FlatParams`] into a manifest and chunks;
+//! - [`chunking`]: [`Snapshot::build`] (`f32`) and [`Snapshot::from_params_encoded`] (any
+//!   encoding) turn [`FlatParams`] into a manifest and chunks;
 //!   [`assemble`] turns a manifest and chunks back into [`FlatParams`], verifying everything.
 //! - [`wire`]: the messages peers exchange: [`Announce`] over gossip, [`Request`] and
 //!   [`Response`] over request-response.
@@ -31,6 +34,7 @@
 mod bounded;
 pub mod chunking;
 pub mod codec;
+pub mod encoding;
 pub mod error;
 pub mod id;
 pub mod limits;
@@ -40,11 +44,12 @@ pub mod projection;
 pub mod tensor;
 pub mod wire;
 
-pub use chunking::{Chunk, Snapshot, assemble};
+pub use chunking::{Chunk, Snapshot, SnapshotError, assemble};
 pub use codec::MessageKind;
+pub use encoding::{Encoding, ParseEncodingError, QuantizeError, quantize};
 pub use error::{AssembleError, DecodeError, EncodeError, LayoutError, ManifestError};
 pub use id::{ChunkId, ManifestId};
-pub use manifest::{Encoding, Manifest};
+pub use manifest::Manifest;
 pub use params::FlatParams;
 pub use tensor::{DType, Layout, TensorSpec};
 pub use wire::{Announce, ChunkReply, MetricsSummary, Request, Response};

@@ -17,6 +17,21 @@ pub const MAX_CHUNK_SIZE: u32 = 4 * 1024 * 1024;
 /// Largest model a manifest may describe: 2 GiB of encoded parameters (512 M f32 values).
 pub const MAX_MODEL_BYTES: u64 = 2 * 1024 * 1024 * 1024;
 
+/// Smallest `Int8` block, in values. Each block carries a 4-byte scale: at 16 values that is
+/// 1.25 bytes per value, still well under `f16`'s 2 (smaller blocks approach `f16`'s size
+/// with less precision), and it keeps an int8 stream of any valid layout far below
+/// `MAX_MODEL_BYTES` (at most 1.25 bytes per value plus one scale per tensor, against 4).
+pub const MIN_INT8_BLOCK: u32 = 16;
+
+/// Largest `Int8` block, in values: 65,536. One large value sets the scale of its whole
+/// block, so longer blocks lose the small values around an outlier; beyond this the scales'
+/// share of the stream (under 0.01 %) has nothing left to save.
+pub const MAX_INT8_BLOCK: u32 = 65_536;
+
+/// Default `Int8` block: 256 values, 1.016 bytes per value, the scale adapting to each
+/// 256-value stretch of a tensor (a row of a typical layer or less).
+pub const DEFAULT_INT8_BLOCK: u32 = 256;
+
 /// Most chunks one manifest may list: 2 GiB at the default 256 KiB is 8,192 chunks; 65,536
 /// leaves room for smaller chunk sizes and keeps the id list under 2 MiB.
 pub const MAX_CHUNKS_PER_MANIFEST: usize = 65_536;

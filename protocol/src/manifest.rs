@@ -4,6 +4,7 @@
 //! travels beside it in an [`Announce`](crate::Announce), never inside it, so equal weights
 //! give equal ids whoever trained them.
 
+pub use crate::encoding::Encoding;
 use crate::error::ManifestError;
 use crate::id::{ChunkId, ManifestId};
 use crate::limits::{MAX_CHUNK_SIZE, MAX_CHUNKS_PER_MANIFEST, MAX_TENSORS, MIN_CHUNK_SIZE};
@@ -12,14 +13,6 @@ use serde::{Deserialize, Serialize};
 
 /// The manifest format this crate writes and reads.
 pub const MANIFEST_FORMAT_VERSION: u16 = 1;
-
-/// How values are laid out in the chunked byte stream. Only `F32Le` exists today; `F16`,
-/// `BF16` and `Int8` (quantized transport) have their wire numbers reserved.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum Encoding {
-    /// Every value as a 4-byte little-endian IEEE 754 float.
-    F32Le,
-}
 
 /// A model, named by content. Fields are in wire order.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -30,7 +23,7 @@ pub struct Manifest {
     pub encoding: Encoding,
     /// Size of every chunk but the last, in bytes.
     pub chunk_size: u32,
-    /// Length of the whole encoded byte stream.
+    /// Length of the whole encoded byte stream: `Layout::encoded_len(encoding)`.
     pub total_len: u64,
     /// The tensors in canonical order (sorted by name).
     #[serde(deserialize_with = "crate::bounded::vec::<MAX_TENSORS, _, _>")]
@@ -63,10 +56,12 @@ impl Manifest {
                 max: MAX_CHUNKS_PER_MANIFEST,
             });
         }
+        self.encoding.check()?;
         let layout = Layout::from_sorted(self.tensors.clone())?;
-        if layout.byte_len() != self.total_len {
+        let encoded_len = layout.encoded_len(self.encoding);
+        if encoded_len != self.total_len {
             return Err(ManifestError::TotalLen {
-                layout: layout.byte_len(),
+                layout: encoded_len,
                 manifest: self.total_len,
             });
         }

@@ -2,6 +2,7 @@
 //! model's tensors in canonical order (sorted by name, names unique). A `Layout` can only be
 //! built through [`Layout::new`], which checks every limit, so holding one means it is valid.
 
+use crate::encoding::Encoding;
 use crate::error::LayoutError;
 use crate::limits::{MAX_MODEL_BYTES, MAX_TENSOR_NAME_LEN, MAX_TENSOR_RANK, MAX_TENSORS};
 use serde::{Deserialize, Serialize};
@@ -143,9 +144,21 @@ impl Layout {
         self.numel
     }
 
-    /// Total encoded size in bytes (every dtype is `F32` today).
+    /// Size of the values as `f32` in bytes (every dtype is `F32` today): the byte stream's
+    /// length in [`Encoding::F32Le`], and what `MAX_MODEL_BYTES` bounds.
     pub fn byte_len(&self) -> u64 {
         self.numel * DType::F32.size()
+    }
+
+    /// Length of the byte stream of these values in `encoding`: 4 bytes per value for
+    /// `F32Le`, 2 for `F16Le` and `Bf16Le`, and for `Int8` one byte per value plus a 4-byte
+    /// scale per block, blocks counted per tensor. At most `byte_len()` plus 4 bytes per
+    /// tensor for any block size of at least 2 (an `Int8` block size of 0 counts as 1).
+    pub fn encoded_len(&self, encoding: Encoding) -> u64 {
+        self.tensors
+            .iter()
+            .map(|t| encoding.tensor_len(t.numel().unwrap_or(0)))
+            .fold(0u64, u64::saturating_add)
     }
 
     /// Element range of each tensor inside the flat value vector, in canonical order.

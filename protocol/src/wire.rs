@@ -24,6 +24,11 @@ pub struct MetricsSummary {
     pub bytes_sent: u64,
     /// Bytes the sender has fetched so far.
     pub bytes_received: u64,
+    /// The sender's share of its process CPU time spent on training steps, in `0.0..=1.0`.
+    pub train_share: f32,
+    /// The sender's share of its process CPU time spent on communication (fetching,
+    /// verifying, merging, serving, encrypting), in `0.0..=1.0`.
+    pub comm_share: f32,
 }
 
 /// "I hold this model": published over gossipsub whenever a peer's model changes.
@@ -52,6 +57,11 @@ impl Announce {
         let m = &self.metrics;
         if !(m.accuracy.is_finite() && (0.0..=1.0).contains(&m.accuracy)) {
             return Err(format!("accuracy {} outside 0..=1", m.accuracy));
+        }
+        for (name, share) in [("train_share", m.train_share), ("comm_share", m.comm_share)] {
+            if !(share.is_finite() && (0.0..=1.0).contains(&share)) {
+                return Err(format!("{name} {share} outside 0..=1"));
+            }
         }
         if !(m.loss.is_finite() && m.loss >= 0.0) {
             return Err(format!(

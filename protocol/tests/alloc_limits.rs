@@ -3,13 +3,17 @@
 //! that claims a 1 TiB chunk must not allocate more than its kind's limit.
 #![allow(clippy::unwrap_used, clippy::expect_used, unsafe_code)]
 
-use murmur_protocol::ManifestId;
+use bytes::Bytes;
 use murmur_protocol::codec::{
     WIRE_VERSION, decode_announce, decode_manifest, decode_request, decode_response,
 };
 use murmur_protocol::limits::{
     MAX_ANNOUNCE_BYTES, MAX_CHUNKS_PER_MANIFEST, MAX_MANIFEST_BYTES, MAX_REQUEST_BYTES,
     MAX_RESPONSE_BYTES,
+};
+use murmur_protocol::manifest::MANIFEST_FORMAT_VERSION;
+use murmur_protocol::{
+    AssembleError, ChunkId, Encoding, Manifest, ManifestId, TensorSpec, assemble,
 };
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -51,6 +55,9 @@ fn largest_allocation_of(f: impl FnOnce()) -> usize {
     LARGEST.load(Ordering::Relaxed)
 }
 
+/// An announce's `MetricsSummary`, all zero: 2 f32, 3 u64, 2 f32.
+const METRICS: [u8; 40] = [0; 40];
+
 fn body(parts: &[&[u8]]) -> Vec<u8> {
     let mut out = vec![WIRE_VERSION];
     for p in parts {
@@ -78,7 +85,7 @@ fn hostile_length_claims_allocate_at_most_the_kind_limit() {
     let largest = largest_allocation_of(|| assert!(decode_request(&req).is_err()));
     assert!(largest <= MAX_REQUEST_BYTES, "allocated {largest} bytes");
     // An announce whose projection claims 2^40 floats.
-    let ann = body(&[&[0u8; 32], &one, &one, &[0u8; 32], &huge]);
+    let ann = body(&[&[0u8; 32], &one, &one, &METRICS, &huge]);
     let largest = largest_allocation_of(|| assert!(decode_announce(&ann).is_err()));
     assert!(largest <= MAX_ANNOUNCE_BYTES, "allocated {largest} bytes");
 }
@@ -113,7 +120,7 @@ fn claims_under_the_limit_allocate_only_what_is_there() {
         &[0u8; 32],
         &one,
         &one,
-        &[0u8; 32],
+        &METRICS,
         &0u64.to_le_bytes(),
         &one,
         &4000u64.to_le_bytes(),
@@ -159,4 +166,36 @@ fn claims_under_the_limit_allocate_only_what_is_there() {
             bytes.len()
         );
     }
+}
+
+/// A valid int8 manifest for the largest model (2^29 values, 640 MiB as int8 with block 16)
+/// given chunks of one byte each: refused on the first chunk's length, before the stream or
+/// the values are allocated.
+#[test]
+fn assembling_checks_chunk_lengths_before_allocating_the_stream() {
+    let _serial = serial();
+    let tensors = vec![TensorSpec::f32("w", &[1 << 29])];
+    let layout = murmur_protocol::Layout::new(tensors.clone()).unwrap();
+    let encoding = Encoding::Int8 { block: 16 };
+    let total_len = layout.encoded_len(encoding);
+    assert_eq!(total_len, (1 << 29) + (1 << 29) / 4);
+    let chunk_size = 4 * 1024 * 1024;
+    let count = total_len.div_ceil(chunk_size) as usize;
+    let manifest = Manifest {
+        format_version: MANIFEST_FORMAT_VERSION,
+        encoding,
+        chunk_size: chunk_size as u32,
+        total_len,
+        tensors,
+        chunks: vec![ChunkId::from_bytes([7; 32]); count],
+    };
+    assert!(manifest.validate().is_ok());
+    let chunks = vec![Bytes::from_static(&[0]); count];
+    let largest = largest_allocation_of(|| {
+        assert!(matches!(
+            assemble(&manifest, &chunks),
+            Err(AssembleError::ChunkLength { index: 0, .. })
+        ))
+    });
+    assert!(largest <= 64 * 1024, "allocated {largest} bytes");
 }

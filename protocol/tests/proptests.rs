@@ -1,12 +1,13 @@
-//! Property tests: decode(encode(x)) == x for every message kind, and no input (random,
+//! Property tests: decode(encode(x)) == x for every message kind; every model encoding
+//! decodes to exactly `quantize` and within its error bound; and no input (random,
 //! bit-flipped or truncated) makes any decoder panic.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use bytes::Bytes;
 use murmur_protocol::codec::*;
 use murmur_protocol::{
-    Announce, ChunkId, ChunkReply, FlatParams, ManifestId, MetricsSummary, Request, Response,
-    Snapshot, TensorSpec, assemble,
+    Announce, ChunkId, ChunkReply, Encoding, FlatParams, ManifestId, MetricsSummary, Request,
+    Response, Snapshot, TensorSpec, assemble, quantize,
 };
 use proptest::prelude::*;
 
@@ -25,6 +26,8 @@ fn announce() -> impl Strategy<Value = Announce> {
             any::<u64>(),
             any::<u64>(),
             any::<u64>(),
+            0.0f32..=1.0,
+            0.0f32..=1.0,
         ),
         prop::collection::vec(-1e6f32..1e6, 0..=64),
         prop::collection::vec(prop::collection::vec(any::<u8>(), 1..=64), 0..=32),
@@ -34,7 +37,7 @@ fn announce() -> impl Strategy<Value = Announce> {
                 m,
                 version,
                 samples,
-                (accuracy, loss, merges, bytes_sent, bytes_received),
+                (accuracy, loss, merges, bytes_sent, bytes_received, train_share, comm_share),
                 projection,
                 n,
             )| {
@@ -48,6 +51,8 @@ fn announce() -> impl Strategy<Value = Announce> {
                         merges,
                         bytes_sent,
                         bytes_received,
+                        train_share,
+                        comm_share,
                     },
                     projection,
                     neighbours: n.into_iter().map(Bytes::from).collect(),
@@ -93,6 +98,126 @@ fn model() -> impl Strategy<Value = (FlatParams, u32)> {
                 .collect();
             (FlatParams::from_named(named).unwrap(), chunk_size)
         })
+}
+
+/// A finite value: mostly moderate, some tiny (but normal in `f32`, `bf16` and as an int8
+/// scale), some zero.
+fn value() -> impl Strategy<Value = f32> {
+    prop_oneof![
+        6 => -1e3f32..1e3,
+        2 => -1e-3f32..1e-3,
+        1 => (1e-30f32..1e-20, any::<bool>()).prop_map(|(v, neg)| if neg { -v } else { v }),
+        1 => Just(0.0f32),
+    ]
+}
+
+fn encoding() -> impl Strategy<Value = Encoding> {
+    prop_oneof![
+        Just(Encoding::F32Le),
+        Just(Encoding::F16Le),
+        Just(Encoding::Bf16Le),
+        (16u32..=40).prop_map(|block| Encoding::Int8 { block }),
+    ]
+}
+
+/// A model of random finite values (tensors of up to 200 values, so int8 blocks are both
+/// cut short and whole), a chunk size, and an encoding.
+fn encoded_model() -> impl Strategy<Value = (FlatParams, u32, Encoding)> {
+    (
+        prop::collection::btree_map("[a-z.]{1,12}", prop::collection::vec(1u64..15, 1..=2), 1..5),
+        64u32..400,
+        encoding(),
+    )
+        .prop_flat_map(|(tensors, chunk_size, encoding)| {
+            let specs: Vec<(String, Vec<u64>)> = tensors.into_iter().collect();
+            let counts: Vec<usize> = specs
+                .iter()
+                .map(|(_, s)| s.iter().product::<u64>() as usize)
+                .collect();
+            let values: Vec<_> = counts
+                .iter()
+                .map(|&n| prop::collection::vec(value(), n))
+                .collect();
+            (Just(specs), values, Just(chunk_size), Just(encoding))
+        })
+        .prop_map(|(specs, values, chunk_size, encoding)| {
+            let named = specs
+                .into_iter()
+                .zip(values)
+                .map(|((name, shape), v)| (TensorSpec::f32(name, &shape), v))
+                .collect();
+            (FlatParams::from_named(named).unwrap(), chunk_size, encoding)
+        })
+}
+
+/// Checks every decoded value against its encoding's error bound.
+fn check_error_bound(
+    original: &FlatParams,
+    decoded: &FlatParams,
+    encoding: Encoding,
+) -> Result<(), TestCaseError> {
+    for ((spec, xs), (_, ds)) in original.tensors().zip(decoded.tensors()) {
+        match encoding {
+            Encoding::F32Le => {
+                for (x, d) in xs.iter().zip(ds) {
+                    prop_assert_eq!(x.to_bits(), d.to_bits());
+                }
+            }
+            Encoding::F16Le => {
+                for (x, d) in xs.iter().zip(ds) {
+                    let err = (x - d).abs();
+                    // Normal half floats keep 11 significant bits; below 2^-14 the spacing
+                    // is 2^-24, so half of it is the bound.
+                    let bound = if x.abs() >= 2f32.powi(-14) {
+                        x.abs() * 2f32.powi(-11)
+                    } else {
+                        2f32.powi(-25)
+                    };
+                    prop_assert!(
+                        err <= bound,
+                        "{}: {} -> {} (err {}, bound {})",
+                        spec.name,
+                        x,
+                        d,
+                        err,
+                        bound
+                    );
+                }
+            }
+            Encoding::Bf16Le => {
+                for (x, d) in xs.iter().zip(ds) {
+                    let err = (x - d).abs();
+                    prop_assert!(
+                        err <= x.abs() * 2f32.powi(-8),
+                        "{}: {} -> {}",
+                        spec.name,
+                        x,
+                        d
+                    );
+                }
+            }
+            Encoding::Int8 { block } => {
+                for (xb, db) in xs.chunks(block as usize).zip(ds.chunks(block as usize)) {
+                    let max = xb.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+                    // Half a quantization step (max/127/2), plus f32 rounding of the scale,
+                    // the quotient and the product.
+                    let bound = max / 254.0 * (1.0 + 1e-4);
+                    for (x, d) in xb.iter().zip(db) {
+                        prop_assert!(d.is_finite());
+                        prop_assert!(
+                            (x - d).abs() <= bound,
+                            "{}: {} -> {} (block max {})",
+                            spec.name,
+                            x,
+                            d,
+                            max
+                        );
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Every decoder on the same bytes; none may panic.
@@ -152,6 +277,23 @@ proptest! {
     }
 
     #[test]
+    fn encodings_decode_to_quantize_within_bounds((params, chunk_size, encoding) in encoded_model()) {
+        let snap = Snapshot::from_params_encoded(params.clone(), encoding, chunk_size).unwrap();
+        let layout = snap.manifest.validate().unwrap();
+        prop_assert_eq!(snap.manifest.total_len, layout.encoded_len(encoding));
+        let decoded_manifest = decode_manifest(&snap.manifest_bytes, &snap.id).unwrap();
+        prop_assert_eq!(&decoded_manifest, &snap.manifest);
+        let data: Vec<Bytes> = snap.chunks.iter().map(|c| c.data.clone()).collect();
+        let decoded = assemble(&decoded_manifest, &data).unwrap();
+        let expected = quantize(&params, encoding).unwrap();
+        prop_assert_eq!(decoded.layout(), expected.layout());
+        for (d, e) in decoded.values().iter().zip(expected.values()) {
+            prop_assert_eq!(d.to_bits(), e.to_bits());
+        }
+        check_error_bound(&params, &decoded, encoding)?;
+    }
+
+    #[test]
     fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..2048)) {
         decode_all(&bytes);
         let mut versioned = bytes.clone();
@@ -161,10 +303,10 @@ proptest! {
 
     #[test]
     fn perturbed_encodings_never_panic(
-        a in announce(), r in request(), s in response(), (params, cs) in model(),
+        a in announce(), r in request(), s in response(), (params, cs, encoding) in encoded_model(),
         pos in any::<usize>(), bit in any::<u8>(), cut in any::<bool>(),
     ) {
-        let snap = Snapshot::build(&params, cs).unwrap();
+        let snap = Snapshot::from_params_encoded(params, encoding, cs).unwrap();
         for bytes in [
             encode_announce(&a).unwrap(),
             encode_request(&r).unwrap(),

@@ -41,6 +41,7 @@ pub fn options(
             // A peer config's default (`averaging.request_timeout_secs`).
             request_timeout: peer.network.request_timeout,
             corrupt_served_chunks: false,
+            emulate_link: None,
             never_answer: false,
             serving: Default::default(),
             psk: None,
@@ -65,6 +66,7 @@ pub fn options(
             ..peer.policy
         },
         chunk_size: 4096,
+        encoding: murmur_protocol::Encoding::F32Le,
         fetch: FetchLimits {
             per_peer_inflight: 4,
             deadline: Duration::from_secs(20),

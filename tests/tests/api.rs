@@ -68,8 +68,32 @@ async fn the_api_shows_the_whole_network() {
             "chunks_fetched",
             "chunks_reused",
             "fetch_failures",
+            "train_cpu_micros",
+            "merge_cpu_micros",
+            "runtime_cpu_micros",
+            "process_cpu_micros",
+            "eval_cpu_micros",
+            "train_share",
+            "comm_share",
+            "train_share_recent",
+            "comm_share_recent",
+            "bytes_per_merge",
         ],
     );
+    // The node has trained: its training took CPU time, a share of the process's.
+    let c = &status["counters"];
+    assert!(c["train_cpu_micros"].as_u64().unwrap() > 0, "{c}");
+    assert!(c["process_cpu_micros"].as_u64().unwrap() > 0, "{c}");
+    for share in [
+        "train_share",
+        "comm_share",
+        "train_share_recent",
+        "comm_share_recent",
+    ] {
+        let v = c[share].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&v), "{share} {v}");
+    }
+    assert!(c["train_share"].as_f64().unwrap() > 0.0, "{c}");
     assert_eq!(status["peer_id"], ids[0].as_str());
     assert_eq!(status["manifest"].as_str().unwrap().len(), 64);
 
@@ -103,8 +127,15 @@ async fn the_api_shows_the_whole_network() {
                 "bytes_sent",
                 "bytes_received",
                 "merges",
+                "train_share",
+                "comm_share",
+                "bytes_per_merge",
             ],
         );
+        for share in ["train_share", "comm_share"] {
+            let v = p[share].as_f64().unwrap();
+            assert!((0.0..=1.0).contains(&v), "{share} {v} in {p}");
+        }
     }
     assert_eq!(peers.iter().filter(|p| p["is_self"] == true).count(), 1);
     assert!(view["consensus_distance"].as_f64().unwrap() >= 0.0);
@@ -215,6 +246,9 @@ async fn the_api_shows_the_whole_network() {
         ("murmur_model_version", "gauge"),
         ("murmur_peers_known", "gauge"),
         ("murmur_consensus_distance", "gauge"),
+        ("murmur_resource_utilization", "gauge"),
+        ("murmur_communication_overhead", "gauge"),
+        ("murmur_bytes_per_merge", "gauge"),
     ] {
         let (k, samples) = families
             .iter()
@@ -236,6 +270,33 @@ async fn the_api_shows_the_whole_network() {
         .map(|(_, (_, s))| s[0])
         .unwrap();
     assert_eq!(known, 2.0);
+    // CPU seconds by activity: one labelled counter family, five samples.
+    let (kind, cpu) = families
+        .iter()
+        .find(|(n, _)| n == "murmur_cpu_seconds")
+        .map(|(_, v)| v)
+        .unwrap_or_else(|| panic!("no murmur_cpu_seconds in\n{text}"));
+    assert_eq!(kind, "counter");
+    assert_eq!(cpu.len(), 5, "{text}");
+    for activity in ["process", "train", "merge", "runtime", "eval"] {
+        assert!(
+            text.contains(&format!(
+                "murmur_cpu_seconds_total{{activity=\"{activity}\"}} "
+            )),
+            "{text}"
+        );
+    }
+    for gauge in [
+        "murmur_resource_utilization",
+        "murmur_communication_overhead",
+    ] {
+        let v = families
+            .iter()
+            .find(|(n, _)| n == gauge)
+            .map(|(_, (_, s))| s[0])
+            .unwrap();
+        assert!((0.0..=1.0).contains(&v), "{gauge} {v}");
+    }
 
     // Read-only: nothing but GET is routed.
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -250,8 +311,9 @@ async fn the_api_shows_the_whole_network() {
 
 /// Parses the Prometheus / OpenMetrics text format strictly enough to catch a malformed
 /// exposition: `# HELP` and `# TYPE` before their samples, metric names of the allowed
-/// characters, sample names of their family (plus `_total` for counters), float values, a
-/// final `# EOF`. Returns (family, (type, values)).
+/// characters, sample names of their family (plus `_total` for counters) with optional
+/// `{name="value",...}` labels, float values, a final `# EOF`. Returns (family, (type,
+/// values)).
 fn parse_prometheus(text: &str) -> Vec<(String, (String, Vec<f64>))> {
     let valid_name = |n: &str| {
         !n.is_empty()
@@ -287,6 +349,18 @@ fn parse_prometheus(text: &str) -> Vec<(String, (String, Vec<f64>))> {
         } else {
             assert!(!line.starts_with('#'), "unknown comment {line}");
             let (name, value) = line.rsplit_once(' ').expect("sample: name value");
+            let name = match name.split_once('{') {
+                Some((name, labels)) => {
+                    let labels = labels.strip_suffix('}').expect("labels end with }");
+                    for label in labels.split(',') {
+                        let (k, v) = label.split_once('=').expect("label name=value");
+                        assert!(valid_name(k), "bad label name {k}");
+                        assert!(v.len() >= 2 && v.starts_with('"') && v.ends_with('"'));
+                    }
+                    name
+                }
+                None => name,
+            };
             let value: f64 = value
                 .parse()
                 .unwrap_or_else(|_| panic!("sample value of {line} is not a number"));

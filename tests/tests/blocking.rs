@@ -6,7 +6,7 @@
 use libp2p::identity::Keypair;
 use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
-use murmur_node::averaging::fetch::{self, ErrorBudgets, FetchLimits};
+use murmur_node::averaging::fetch::{self, ErrorBudgets, FetchLimits, Rates};
 use murmur_node::network::{self, Client, Event, NetStatus, NetworkConfig, RequestError, Traffic};
 use murmur_node::store::ChunkStore;
 use murmur_protocol::{FlatParams, ManifestId, Request, Response, Snapshot, TensorSpec};
@@ -25,6 +25,7 @@ fn config(request_timeout: Duration, never_answer: bool) -> NetworkConfig {
         idle_timeout: Duration::from_secs(60),
         request_timeout,
         corrupt_served_chunks: false,
+        emulate_link: None,
         never_answer,
         serving: Default::default(),
         psk: None,
@@ -241,6 +242,7 @@ async fn a_fetch_charges_a_silent_holder_and_finishes_from_an_honest_one() {
         // The silent holder first: it is asked for the manifest and for chunks.
         &[silent.id(), honest.id()],
         &budgets,
+        &Rates::default(),
         FetchLimits {
             per_peer_inflight: 2,
             deadline,

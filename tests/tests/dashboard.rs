@@ -1,7 +1,9 @@
 //! The dashboard in a real headless Chromium (Debian's `chromium` + `chromium-driver`, driven
 //! over WebDriver) against a live 3-node network: the page loads, each chart holds one line
-//! per peer with points, the peer table shows the 3 peers, the topology draws them, and a
-//! screenshot is written. Then the node goes away and the page says it is reconnecting.
+//! per peer with points, the peer table shows the 3 peers with each one's CPU shares
+//! (training and communication) as percentages, the summary shows this node's, the topology
+//! draws them, and a screenshot is written. Then the node goes away and the page says it is
+//! reconnecting.
 //!
 //! `MURMUR_SCREENSHOT=path` writes the screenshot there (that is how `docs/dashboard.png` is
 //! made); otherwise it goes to the system temp dir.
@@ -27,11 +29,38 @@ return {
   topology_nodes: document.querySelectorAll("#topology g.node").length,
   topology_edges: document.querySelectorAll("#topology line.edge").length,
   averagings: document.querySelectorAll("#averagings tbody tr").length,
+  shares: [...document.querySelectorAll("#peers tbody tr")].map((r) => ({
+    peer: r.dataset.peer,
+    train: r.querySelector('td[data-col="train_share"]')?.textContent,
+    comm: r.querySelector('td[data-col="comm_share"]')?.textContent,
+    per_merge: r.querySelector('td[data-col="bytes_per_merge"]')?.textContent,
+  })),
+  own_train: document.getElementById("sum-train").textContent,
+  own_comm: document.getElementById("sum-comm").textContent,
+  own_train_recent: document.getElementById("sum-train-recent").textContent,
+  own_per_merge: document.getElementById("sum-bpm").textContent,
 };
 "##;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_dashboard_shows_the_network_in_a_real_browser() {
+/// A percentage as the page prints it (`"12.3%"`), if it is one in 0..=100.
+fn percent(v: &Value) -> Option<f64> {
+    let p: f64 = v.as_str()?.strip_suffix('%')?.parse().ok()?;
+    (0.0..=100.0).contains(&p).then_some(p)
+}
+
+/// On a runtime whose threads count as this process's communication CPU, as `murmur run`'s
+/// do (so the nodes' communication shares are measured, not zero).
+#[test]
+fn the_dashboard_shows_the_network_in_a_real_browser() {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.worker_threads(2).enable_all();
+    murmur_node::cpu::count_runtime_threads(&mut builder)
+        .build()
+        .unwrap()
+        .block_on(dashboard());
+}
+
+async fn dashboard() {
     assert!(
         std::path::Path::new(CHROMEDRIVER).exists(),
         "{CHROMEDRIVER} is missing: install Debian's chromium and chromium-driver \
@@ -104,6 +133,16 @@ async fn the_dashboard_shows_the_network_in_a_real_browser() {
             && v["consensus"][0].as_u64() >= Some(3)
             && v["topology_nodes"] == 3
             && v["averagings"].as_u64() >= Some(1)
+            && v["shares"].as_array().is_some_and(|rows| {
+                rows.len() == 3
+                    && rows
+                        .iter()
+                        .all(|r| percent(&r["train"]).is_some() && percent(&r["comm"]).is_some())
+            })
+            && percent(&v["own_train"]).is_some_and(|p| p > 0.0)
+            && percent(&v["own_comm"]).is_some_and(|p| p > 0.0)
+            // Known once this node has merged: bytes, printed with a unit.
+            && v["own_per_merge"].as_str().is_some_and(|s| s.ends_with('B'))
         {
             break v;
         }
@@ -125,6 +164,24 @@ async fn the_dashboard_shows_the_network_in_a_real_browser() {
     assert_eq!(rows, expected, "one table row per peer");
     assert_eq!(seen["accuracy_mean"].as_array().map(Vec::len), Some(1));
     assert!(seen["topology_edges"].as_u64() >= Some(2), "{seen}");
+    // Every peer's CPU shares are shown as percentages in 0..100 (checked above, for every
+    // row); a peer's two shares cannot add up to more than its whole process time.
+    for row in seen["shares"].as_array().unwrap() {
+        let (train, comm) = (
+            percent(&row["train"]).unwrap(),
+            percent(&row["comm"]).unwrap(),
+        );
+        assert!(train + comm <= 100.2, "{row}");
+        assert!(row["per_merge"].is_string(), "{row}");
+    }
+    // This node's own: since start, and over the recent window.
+    assert!(
+        seen["own_train_recent"]
+            .as_str()
+            .and_then(|s| s.strip_prefix("last 30 s: "))
+            .is_some_and(|p| percent(&Value::from(p)).is_some()),
+        "{seen}"
+    );
 
     // Sorting by a column reorders the table and marks the column.
     browser

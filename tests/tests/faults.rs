@@ -2,7 +2,7 @@
 //! from its checkpoint, and a late joiner.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use murmur_node::averaging::fetch::{self, ErrorBudgets, FetchLimits};
+use murmur_node::averaging::fetch::{self, ErrorBudgets, FetchLimits, Rates};
 use murmur_node::store::ChunkStore;
 use murmur_protocol::ManifestId;
 use murmur_tests::{dial_addr, options, start, wait_for};
@@ -69,6 +69,7 @@ async fn corrupted_chunks_are_caught_charged_and_fetched_from_another_holder() {
         id,
         &[bad.peer_id, honest.peer_id],
         &budgets,
+        &Rates::default(),
         LIMITS,
         &layout,
     )
@@ -220,6 +221,7 @@ async fn a_late_joiner_adopts_the_networks_model_and_catches_up() {
         id,
         &[nodes[0].peer_id],
         &budgets,
+        &Rates::default(),
         LIMITS,
         &layout,
     )
@@ -235,6 +237,7 @@ async fn a_late_joiner_adopts_the_networks_model_and_catches_up() {
         id,
         &[nodes[0].peer_id, nodes[1].peer_id],
         &budgets,
+        &Rates::default(),
         FetchLimits {
             per_peer_inflight: 1,
             ..LIMITS

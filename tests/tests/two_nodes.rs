@@ -2,7 +2,7 @@
 //! chunk verified, and both converge.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use murmur_node::averaging::fetch::{self, ErrorBudgets, FetchLimits};
+use murmur_node::averaging::fetch::{self, ErrorBudgets, FetchLimits, Rates};
 use murmur_node::store::ChunkStore;
 use murmur_protocol::ManifestId;
 use murmur_tests::{dial_addr, options, start, wait_for};
@@ -51,6 +51,7 @@ async fn a_node_pulls_another_nodes_model_verified_chunk_by_chunk() {
         id,
         &[a.peer_id],
         &ErrorBudgets::new(3),
+        &Rates::default(),
         FetchLimits {
             per_peer_inflight: 4,
             deadline: Duration::from_secs(20),
@@ -82,6 +83,7 @@ async fn a_node_pulls_another_nodes_model_verified_chunk_by_chunk() {
         id,
         &[a.peer_id],
         &budgets,
+        &Rates::default(),
         FetchLimits {
             per_peer_inflight: 4,
             deadline: Duration::from_secs(20),

@@ -3,9 +3,11 @@
 
 use crate::node::NodeStatus;
 use prometheus_client::encoding::text::encode as encode_text;
-use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
 
 /// The content type of the encoding (Prometheus negotiates it).
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -101,7 +103,25 @@ pub fn encode(s: &NodeStatus) -> Result<String, std::fmt::Error> {
     for (name, help, value) in counters {
         r.register(name, help, ConstCounter::new(value));
     }
-    let gauges: [(&str, &str, f64); 7] = [
+    let cpu = Family::<Vec<(String, String)>, Counter<f64, AtomicU64>>::default();
+    for (activity, micros) in [
+        ("process", c.process_cpu_micros),
+        ("train", c.train_cpu_micros),
+        ("merge", c.merge_cpu_micros),
+        ("runtime", c.runtime_cpu_micros),
+        ("eval", c.eval_cpu_micros),
+    ] {
+        cpu.get_or_create(&vec![("activity".to_string(), activity.to_string())])
+            .inc_by(micros as f64 / 1e6);
+    }
+    r.register(
+        "cpu_seconds",
+        "CPU seconds by activity: process (user+system, all threads), train (training steps), \
+         merge (checking and averaging partner models), runtime (the async runtime's threads: \
+         network, serving, fetching, verifying, hashing, HTTP API), eval (test-split evaluation)",
+        cpu,
+    );
+    let gauges: [(&str, &str, f64); 10] = [
         (
             "model_version",
             "Version of the latest announced model",
@@ -137,6 +157,22 @@ pub fn encode(s: &NodeStatus) -> Result<String, std::fmt::Error> {
             "Estimated mean squared distance of the models to their mean (NaN if unknown)",
             s.consensus_distance.unwrap_or(f64::NAN),
         ),
+        (
+            "resource_utilization",
+            "Share of the process CPU time spent on training steps since start (0..1)",
+            f64::from(c.train_share),
+        ),
+        (
+            "communication_overhead",
+            "Share of the process CPU time spent on the runtime threads and merging since \
+             start (0..1)",
+            f64::from(c.comm_share),
+        ),
+        (
+            "bytes_per_merge",
+            "Bytes fetched per merge applied (NaN before the first merge)",
+            c.bytes_per_merge.unwrap_or(f64::NAN),
+        ),
     ];
     for (name, help, value) in gauges {
         r.register(name, help, ConstGauge::new(value));
@@ -164,5 +200,47 @@ mod tests {
         assert!(text.contains("\nmurmur_model_version 4.0\n"), "{text}");
         assert!(text.contains("\nmurmur_accuracy 0.5\n"), "{text}");
         assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn cpu_times_shares_and_bytes_per_merge_are_encoded() {
+        let mut s = NodeStatus::default();
+        s.counters.process_cpu_micros = 2_000_000;
+        s.counters.train_cpu_micros = 1_500_000;
+        s.counters.train_share = 0.75;
+        s.counters.comm_share = 0.125;
+        s.counters.bytes_per_merge = Some(4096.0);
+        let text = encode(&s).unwrap_or_default();
+        assert!(
+            text.contains("# TYPE murmur_cpu_seconds counter\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\nmurmur_cpu_seconds_total{activity=\"process\"} 2.0\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\nmurmur_cpu_seconds_total{activity=\"train\"} 1.5\n"),
+            "{text}"
+        );
+        for activity in ["merge", "runtime", "eval"] {
+            assert!(
+                text.contains(&format!(
+                    "murmur_cpu_seconds_total{{activity=\"{activity}\"}}"
+                )),
+                "{text}"
+            );
+        }
+        assert!(
+            text.contains("\nmurmur_resource_utilization 0.75\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\nmurmur_communication_overhead 0.125\n"),
+            "{text}"
+        );
+        assert!(text.contains("\nmurmur_bytes_per_merge 4096.0\n"), "{text}");
+        let none = encode(&NodeStatus::default()).unwrap_or_default();
+        assert!(none.contains("\nmurmur_bytes_per_merge NaN\n"), "{none}");
     }
 }

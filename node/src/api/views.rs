@@ -1,4 +1,6 @@
 //! `GET /api/network`: the whole network as this node sees it, built from a status snapshot.
+//! Each peer's CPU shares and bytes per merge come from its announcements (this node's from
+//! its own counters).
 
 use crate::node::NodeStatus;
 use serde::{Deserialize, Serialize};
@@ -19,6 +21,13 @@ pub struct NetworkPeer {
     pub merges: u64,
     pub bytes_sent: u64,
     pub bytes_received: u64,
+    /// Resource utilization: share of its process CPU time spent on training steps (0..=1).
+    pub train_share: f32,
+    /// Communication overhead: share of its process CPU time spent on the network side and
+    /// merging (0..=1).
+    pub comm_share: f32,
+    /// `bytes_received / merges`; `null` before its first merge.
+    pub bytes_per_merge: Option<f64>,
 }
 
 /// The body of `GET /api/network`.
@@ -48,6 +57,9 @@ impl From<&NodeStatus> for NetworkView {
             merges: s.counters.merges,
             bytes_sent: s.counters.bytes_sent,
             bytes_received: s.counters.bytes_received,
+            train_share: s.counters.train_share,
+            comm_share: s.counters.comm_share,
+            bytes_per_merge: s.counters.bytes_per_merge,
         };
         let others = s.peers.iter().map(|p| NetworkPeer {
             peer_id: p.peer_id.clone(),
@@ -61,6 +73,9 @@ impl From<&NodeStatus> for NetworkView {
             merges: p.merges,
             bytes_sent: p.bytes_sent,
             bytes_received: p.bytes_received,
+            train_share: p.train_share,
+            comm_share: p.comm_share,
+            bytes_per_merge: crate::metrics::bytes_per_merge(p.bytes_received, p.merges),
         });
         Self {
             peer_id: s.peer_id.clone(),

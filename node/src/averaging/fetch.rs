@@ -8,6 +8,10 @@
 //! deadline) is charged to its peer and its chunks are asked of another holder when one is
 //! left.
 //!
+//! Each batch goes to the holder expected to deliver it first ([`Rates::pick`]: its
+//! requests in flight over its measured delivery rate), so faster holders carry more of a
+//! fetch; every answer updates the holder's rate in the node's [`Rates`].
+//!
 //! A `Busy` answer is honest (the holder is at its serving limits): it is never charged. The
 //! peer is left alone for a backoff ([`crate::network::limits::busy_backoff`], 100 ms doubling
 //! to 2 s while it stays busy) and its chunks go to another holder, or back to it once the
@@ -16,6 +20,8 @@
 //! one to one, in order.
 
 pub use super::budgets::ErrorBudgets;
+use super::rates::Busy;
+pub use super::rates::Rates;
 use crate::network::limits::{MAX_SERVED_CHUNK_DATA, busy_backoff};
 use crate::network::{Client, RequestError};
 use crate::store::ChunkStore;
@@ -138,7 +144,7 @@ pub enum FetchError {
     #[error("manifest {id} describes {got} bytes of weights, our model has {expected}: {detail}")]
     Layout {
         id: ManifestId,
-        /// Our model's encoded size.
+        /// Our model's size in the manifest's encoding.
         expected: u64,
         /// The manifest's encoded size (`total_len`).
         got: u64,
@@ -157,7 +163,7 @@ pub fn check_layout(
 ) -> Result<(), FetchError> {
     let refuse = |detail: String| FetchError::Layout {
         id,
-        expected: expected.byte_len(),
+        expected: expected.encoded_len(manifest.encoding),
         got: manifest.total_len,
         detail,
     };
@@ -197,18 +203,20 @@ fn accept_manifest(bytes: &[u8], id: ManifestId, expected: &Layout) -> Result<Ma
 /// Fetches `id` from `holders` (in preference order) into `store` and returns the weights.
 /// `expected` is our own model's layout: a manifest of any other layout is refused before a
 /// chunk is requested, and charged to the holder that served it.
+#[allow(clippy::too_many_arguments)]
 pub async fn fetch(
     client: &Client,
     store: &ChunkStore,
     id: ManifestId,
     holders: &[PeerId],
     budgets: &ErrorBudgets,
+    rates: &Rates,
     limits: FetchLimits,
     expected: &Layout,
 ) -> Result<Fetched, FetchError> {
     tokio::time::timeout(
         limits.deadline,
-        fetch_inner(client, store, id, holders, expected, budgets, limits),
+        fetch_inner(client, store, id, holders, expected, budgets, rates, limits),
     )
     .await
     .unwrap_or(Err(FetchError::Deadline(id)))
@@ -284,6 +292,7 @@ async fn fetch_manifest(
     Err(FetchError::NoManifest(id))
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn fetch_inner(
     client: &Client,
     store: &ChunkStore,
@@ -291,6 +300,7 @@ async fn fetch_inner(
     holders: &[PeerId],
     expected: &Layout,
     budgets: &ErrorBudgets,
+    rates: &Rates,
     limits: FetchLimits,
 ) -> Result<Fetched, FetchError> {
     let manifest = fetch_manifest(client, store, id, holders, expected, budgets).await?;
@@ -309,12 +319,13 @@ async fn fetch_inner(
     let (mut fetched, mut bytes) = (0usize, 0u64);
     let mut sources: HashMap<PeerId, usize> = HashMap::new();
     let mut backoff = Backoff::default();
+    let mut busy = Busy::default();
 
     loop {
         let now = Instant::now();
         // Hand out batches while some holder has room.
         while !queue.is_empty() {
-            let Some(peer) = holders
+            let candidates = holders
                 .iter()
                 .filter(|p| !budgets.exhausted(p) && backoff.ready(p, now))
                 .filter(|p| inflight.get(*p).copied().unwrap_or(0) < limits.per_peer_inflight)
@@ -323,9 +334,8 @@ async fn fetch_inner(
                         .front()
                         .is_some_and(|c| !refused.get(c).is_some_and(|r| r.contains(*p)))
                 })
-                .min_by_key(|p| inflight.get(*p).copied().unwrap_or(0))
-                .copied()
-            else {
+                .map(|p| (*p, inflight.get(p).copied().unwrap_or(0)));
+            let Some(peer) = rates.pick(candidates) else {
                 break;
             };
             let (mut batch, mut skipped) = (Vec::new(), Vec::new());
@@ -341,7 +351,9 @@ async fn fetch_inner(
                 }
             }
             queue.extend(skipped);
-            *inflight.entry(peer).or_default() += 1;
+            let n = inflight.entry(peer).or_default();
+            busy.sent(peer, *n, now);
+            *n += 1;
             let client = client.clone();
             requests.push(async move {
                 let result = client.request(peer, Request::Chunks(batch.clone())).await;
@@ -375,13 +387,25 @@ async fn fetch_inner(
                 missing: queue.len(),
             });
         };
-        if let Some(n) = inflight.get_mut(&peer) {
+        let left = inflight.get_mut(&peer).map_or(0, |n| {
             *n = n.saturating_sub(1);
-        }
+            *n
+        });
+        let busy_for = busy.ended(peer, left, Instant::now());
         match result {
             Ok(Response::Chunks(replies)) if replies.len() == batch.len() => {
                 backoff.served(&peer);
                 let mut good = true;
+                let delivered: u64 = replies
+                    .iter()
+                    .map(|r| match r {
+                        ChunkReply::Data(d) => d.len() as u64,
+                        _ => 0,
+                    })
+                    .sum();
+                if let Some(t) = busy_for {
+                    rates.record(peer, delivered, t);
+                }
                 for (chunk, reply) in batch.into_iter().zip(replies) {
                     match reply {
                         ChunkReply::Data(data) => {

@@ -3,7 +3,7 @@
 //! verification into the chunk store), against the same bytes copied over a plain TCP socket
 //! in the same process. The best of several rounds of each is reported, with the ratio.
 
-use crate::averaging::fetch::{self, ErrorBudgets, FetchLimits};
+use crate::averaging::fetch::{self, ErrorBudgets, FetchLimits, Rates};
 use crate::network::{self, Client, Event, NetworkConfig, Traffic};
 use crate::store::ChunkStore;
 use anyhow::Context;
@@ -89,6 +89,7 @@ fn net_config() -> NetworkConfig {
         // Generous: this measures throughput on loopback, with a 300 s fetch deadline.
         request_timeout: Duration::from_secs(30),
         corrupt_served_chunks: false,
+        emulate_link: None,
         never_answer: false,
         // Throughput is what is measured here: no per-peer share.
         serving: crate::network::ServeLimits {
@@ -148,6 +149,7 @@ async fn murmur_round(snapshot: &Snapshot, inflight: usize) -> anyhow::Result<Du
         snapshot.id,
         &[server.peer_id()],
         &ErrorBudgets::new(3),
+        &Rates::default(),
         limits,
         &snapshot.manifest.validate()?,
     )

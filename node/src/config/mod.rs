@@ -171,6 +171,11 @@ pub struct NetworkConfig {
     /// Peer ids never allowed to connect (wins over `allow`). Omitted: `[]`.
     #[serde(with = "text::list")]
     pub deny: Vec<PeerId>,
+    /// A test and benchmark aid: pass the sync protocol's frames (manifests and chunks)
+    /// through an emulated link of this rate and/or one-way latency, e.g. `20mbit,40ms`
+    /// (see `network::link`); `""` = none. Omitted: `""`.
+    #[serde(with = "text")]
+    pub emulate_link: Option<crate::network::link::LinkSpec>,
 }
 
 impl Default for NetworkConfig {
@@ -189,6 +194,7 @@ impl Default for NetworkConfig {
             psk: String::new(),
             allow: Vec::new(),
             deny: Vec::new(),
+            emulate_link: None,
         }
     }
 }
@@ -394,6 +400,11 @@ pub struct AveragingConfig {
     /// Seconds to wait for the answer to one manifest or chunk request before the peer is
     /// charged and another asked, >= 1 and below `fetch_timeout_secs`. Omitted: 3.
     pub request_timeout_secs: u64,
+    /// How this peer encodes the models it publishes: `f32`, `f16`, `bf16`, `int8` (per-block
+    /// scale, 256 values a block) or `int8:<block>`; a peer reads every encoding whatever
+    /// its own. Omitted: `f32`.
+    #[serde(with = "text")]
+    pub encoding: murmur_protocol::Encoding,
 }
 
 impl Default for AveragingConfig {
@@ -417,6 +428,7 @@ impl Default for AveragingConfig {
             error_budget: 5,
             fetch_timeout_secs: 10,
             request_timeout_secs: 3,
+            encoding: murmur_protocol::Encoding::F32Le,
         }
     }
 }
@@ -1028,7 +1040,8 @@ mod text {
         crate::train::optim::MomentumMode,
         super::Weighting,
         super::Staleness,
-        super::Aggregation
+        super::Aggregation,
+        murmur_protocol::Encoding
     );
 
     impl ConfigText for libp2p::Multiaddr {
@@ -1042,6 +1055,19 @@ mod text {
         }
         fn to_text(&self) -> String {
             self.to_string()
+        }
+    }
+
+    /// `""` = no emulated link.
+    impl ConfigText for Option<crate::network::link::LinkSpec> {
+        fn from_text(text: &str) -> Result<Self, String> {
+            if text.trim().is_empty() {
+                return Ok(None);
+            }
+            text.parse().map(Some).map_err(|e| format!("{e}"))
+        }
+        fn to_text(&self) -> String {
+            self.map(|s| s.to_string()).unwrap_or_default()
         }
     }
 
@@ -1321,6 +1347,21 @@ mod tests {
                 "[averaging]\nmerge_wait_secs = -1.0",
                 "averaging.merge_wait_secs",
                 "from 0 to 60",
+            ),
+            (
+                "[averaging]\nencoding = 'int4'",
+                "averaging.encoding = 'int4'",
+                "f32",
+            ),
+            (
+                "[averaging]\nencoding = 'int8:8'",
+                "averaging.encoding",
+                "16",
+            ),
+            (
+                "[network]\nemulate_link = '20mbit,40ms,1ms'",
+                "network.emulate_link",
+                "two latencies",
             ),
             (
                 "[averaging]\naggregation = 'krum'",

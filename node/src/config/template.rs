@@ -57,6 +57,9 @@ psk = {psk}
 allow = {allow}
 # Peer ids never allowed to connect (wins over allow).
 deny = {deny}
+# Test aid: pass manifest and chunk transfers through an emulated link of this rate and/or
+# one-way latency, e.g. "20mbit,40ms" (the kernel's netem may be missing); "" = none.
+emulate_link = {emulate_link}
 
 [training]
 # digits (built in) | fashion-mnist | mnist. The same on every peer.
@@ -139,6 +142,9 @@ error_budget = {error_budget}
 fetch_timeout_secs = {fetch_timeout_secs}
 # Seconds to wait for one request's answer before charging the peer (below the above).
 request_timeout_secs = {request_timeout_secs}
+# How this peer encodes the models it publishes: f32 | f16 | bf16 | int8 (a scale per 256
+# values) | int8:<block>. Peers read every encoding, whatever their own.
+encoding = {encoding}
 
 [store]
 # Most memory the chunk store holds, in MiB.
@@ -164,6 +170,7 @@ listen = {dashboard_listen}
         psk = string(&net.psk),
         allow = strings(&net.allow),
         deny = strings(&net.deny),
+        emulate_link = string(net.emulate_link.map(|l| l.to_string()).unwrap_or_default()),
         dataset = string(train.dataset),
         training_data_dir = string(training_data_dir),
         model = string(&train.model),
@@ -198,6 +205,7 @@ listen = {dashboard_listen}
         max_inflight_per_peer = avg.max_inflight_per_peer,
         error_budget = avg.error_budget,
         fetch_timeout_secs = avg.fetch_timeout_secs,
+        encoding = string(avg.encoding),
         request_timeout_secs = avg.request_timeout_secs,
         memory_budget_mb = cfg.store.memory_budget_mb,
         checkpoint_every_secs = float(cfg.store.checkpoint_every_secs),
@@ -310,6 +318,8 @@ mod tests {
         cfg.averaging.request_timeout_secs = 2;
         cfg.training.holdout_samples = 0;
         cfg.averaging.chunk_size = 64;
+        cfg.averaging.encoding = "int8:64".parse().unwrap();
+        cfg.network.emulate_link = Some("20mbit,40ms".parse().unwrap());
         cfg.dashboard.listen = "[::1]:0".parse().unwrap();
         let text = render(&cfg);
         assert_eq!(
@@ -329,7 +339,7 @@ mod tests {
     #[test]
     fn config_every_template_key_is_in_the_docs() {
         let keys = template_keys();
-        assert_eq!(keys.len(), 52, "{keys:?}");
+        assert_eq!(keys.len(), 54, "{keys:?}");
         for key in keys {
             assert!(
                 DOCS.contains(&format!("| `{key}` |")),

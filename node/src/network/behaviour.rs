@@ -12,6 +12,7 @@ use libp2p::{
     StreamProtocol, allow_block_list, connection_limits, gossipsub, identify, identity, kad, mdns,
     ping, request_response,
 };
+use murmur_protocol::codec::WIRE_VERSION;
 use murmur_protocol::limits::MAX_ANNOUNCE_BYTES;
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,12 +45,12 @@ pub struct Behaviour {
 
 /// The gossip topic of a network.
 pub fn announce_topic(network_id: &str) -> gossipsub::IdentTopic {
-    gossipsub::IdentTopic::new(format!("murmur/{network_id}/announce/1"))
+    gossipsub::IdentTopic::new(format!("murmur/{network_id}/announce/{WIRE_VERSION}"))
 }
 
 /// The sync protocol id of a network.
 pub fn sync_protocol(network_id: &str) -> Result<StreamProtocol, String> {
-    StreamProtocol::try_from_owned(format!("/murmur/{network_id}/sync/1"))
+    StreamProtocol::try_from_owned(format!("/murmur/{network_id}/sync/{WIRE_VERSION}"))
         .map_err(|e| e.to_string())
 }
 
@@ -109,7 +110,7 @@ pub fn build(
         .map_err(|e| format!("subscribe: {e}"))?;
 
     let sync = request_response::Behaviour::with_codec(
-        SyncCodec::new(traffic),
+        SyncCodec::new(traffic).with_link(cfg.emulate_link),
         [(
             sync_protocol(&cfg.network_id)?,
             request_response::ProtocolSupport::Full,

@@ -2,8 +2,10 @@
 //! little-endian length and a body encoded by `murmur_protocol::codec`. The length is checked
 //! against the limit of the expected kind before a byte of the body is read, so a peer cannot
 //! make us allocate more than `MAX_RESPONSE_BYTES` (responses) or `MAX_REQUEST_BYTES`
-//! (requests). Bytes on the wire are counted for the node's traffic counters.
+//! (requests). Bytes on the wire are counted for the node's traffic counters. With an emulated
+//! link ([`super::link`], a test aid) each frame also waits for that link's queues.
 
+use super::link::{Link, LinkSpec};
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::StreamProtocol;
 use murmur_protocol::codec::{
@@ -37,12 +39,25 @@ const FRAME_PREALLOC: usize = 64 * 1024;
 #[derive(Debug, Clone, Default)]
 pub struct SyncCodec {
     traffic: Arc<Traffic>,
+    /// The emulated link every frame passes through (a test aid), shared by every clone.
+    link: Option<Arc<Link>>,
 }
 
 impl SyncCodec {
     /// A codec counting into `traffic`.
     pub fn new(traffic: Arc<Traffic>) -> Self {
-        Self { traffic }
+        Self {
+            traffic,
+            link: None,
+        }
+    }
+
+    /// Passes every frame written through an emulated link of `spec` (the writer waits
+    /// for the upload queue and the latency) and every frame read through its download
+    /// queue; `None` leaves the codec as it was.
+    pub fn with_link(mut self, spec: Option<LinkSpec>) -> Self {
+        self.link = spec.map(|s| Arc::new(Link::new(s)));
+        self
     }
 
     async fn read_frame<T: AsyncRead + Unpin + Send>(
@@ -66,6 +81,12 @@ impl SyncCodec {
         self.traffic
             .received
             .fetch_add((FRAME_PREFIX_LEN + len) as u64, Ordering::Relaxed);
+        if let Some(link) = &self.link {
+            let wait = link.receive((FRAME_PREFIX_LEN + len) as u64);
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+        }
         Ok(body)
     }
 
@@ -74,6 +95,12 @@ impl SyncCodec {
         io: &mut T,
         body: &[u8],
     ) -> io::Result<()> {
+        if let Some(link) = &self.link {
+            let wait = link.send((FRAME_PREFIX_LEN + body.len()) as u64);
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+        }
         io.write_all(&frame_prefix(body.len())).await?;
         io.write_all(body).await?;
         io.close().await?;

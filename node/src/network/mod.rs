@@ -22,6 +22,7 @@ mod behaviour;
 pub mod codec;
 mod event_loop;
 pub mod limits;
+pub mod link;
 
 pub use behaviour::{PENALTY_PER_CHARGE, announce_topic};
 pub use codec::Traffic;
@@ -74,6 +75,9 @@ pub struct NetworkConfig {
     pub psk: Option<libp2p::pnet::PreSharedKey>,
     /// Which peer ids may connect and be heard (`network.allow`, `network.deny`).
     pub access: access::Access,
+    /// Test aid: the sync protocol's frames pass through this emulated link (rate and
+    /// latency, see [`link`]); `None` = the real link only.
+    pub emulate_link: Option<link::LinkSpec>,
 }
 
 /// Something the network heard.

@@ -7,7 +7,7 @@
 
 use super::{AveragingEvent, ModelFetch, VERDICT_WAIT};
 use crate::averaging::core::{Fate, Outcome, Plan};
-use crate::averaging::fetch::{self, ErrorBudgets, FetchError, FetchLimits, Fetched};
+use crate::averaging::fetch::{self, ErrorBudgets, FetchError, FetchLimits, Fetched, Rates};
 use crate::averaging::robust::{Rejection, Taken};
 use crate::metrics::Counters;
 use crate::network::Client;
@@ -28,6 +28,8 @@ pub struct Job {
     pub client: Client,
     pub store: ChunkStore,
     pub budgets: ErrorBudgets,
+    /// The node's measured delivery rate per peer (shared by every fetch).
+    pub rates: Rates,
     pub counters: Arc<Counters>,
     pub limits: FetchLimits,
     pub merges: mpsc::Sender<ToTrainer>,
@@ -62,8 +64,12 @@ async fn fetch_all(job: &Job) -> Vec<Option<Result<Fetched, FetchError>>> {
         .iter()
         .enumerate()
         .map(|(i, p)| {
-            let (client, store, budgets) =
-                (job.client.clone(), job.store.clone(), job.budgets.clone());
+            let (client, store, budgets, rates) = (
+                job.client.clone(),
+                job.store.clone(),
+                job.budgets.clone(),
+                job.rates.clone(),
+            );
             let (holders, layout, limits, id) = (
                 p.holders.clone(),
                 job.layout.clone(),
@@ -71,7 +77,10 @@ async fn fetch_all(job: &Job) -> Vec<Option<Result<Fetched, FetchError>>> {
                 p.known.manifest,
             );
             let task = tokio::spawn(async move {
-                fetch::fetch(&client, &store, id, &holders, &budgets, limits, &layout).await
+                fetch::fetch(
+                    &client, &store, id, &holders, &budgets, &rates, limits, &layout,
+                )
+                .await
             });
             async move { (i, task.await) }
         })

@@ -62,6 +62,8 @@ pub struct NodeOptions {
     pub round: RoundPolicy,
     pub policy: Policy,
     pub chunk_size: u32,
+    /// How the published model is encoded (the checkpoint always keeps `f32`).
+    pub encoding: murmur_protocol::Encoding,
     pub fetch: FetchLimits,
     pub error_budget: u32,
     pub store_budget_bytes: u64,
@@ -216,6 +218,7 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<RunningNode> {
         counters,
         traffic,
         core,
+        rates: crate::averaging::rates::Rates::new(),
         layout: None,
         own: None,
         started: Instant::now(),
@@ -266,6 +269,8 @@ struct NodeTask {
     traffic: Arc<Traffic>,
     /// Every partner decision: peers heard, plans, charges, blocks, the version counter.
     core: Core<PeerId>,
+    /// Measured delivery rate per peer, fed and read by every fetch.
+    rates: crate::averaging::rates::Rates,
     /// This node's model layout (known after its first round): a partner model of another
     /// is refused before any chunk of it is fetched.
     layout: Option<Layout>,
@@ -481,15 +486,32 @@ impl NodeTask {
         let params = round.params.clone();
         let chunk_size = self.opts.chunk_size;
         let seed = self.opts.network.network_id.clone();
-        let (snapshot, projection) = tokio::task::spawn_blocking(move || {
+        let encoding = self.opts.encoding;
+        // The checkpoint keeps the exact f32 model; peers are served it in the chosen
+        // encoding (the same snapshot when that is f32).
+        let (snapshot, encoded, projection) = tokio::task::spawn_blocking(move || {
             let projection = project(params.values(), seed.as_bytes());
-            Snapshot::from_params(params, chunk_size).map(|s| (s, projection))
+            let encoded = match encoding {
+                murmur_protocol::Encoding::F32Le => None,
+                e => match Snapshot::from_params_encoded(params.clone(), e, chunk_size) {
+                    Ok(s) => Some(s),
+                    // A value the encoding cannot carry (f16 past 65,504): this round's
+                    // model is served in f32.
+                    Err(murmur_protocol::SnapshotError::Quantize(q)) => {
+                        tracing::warn!("publishing this round in f32: {q}");
+                        None
+                    }
+                    Err(other) => return Err(other.into()),
+                },
+            };
+            let snapshot = Snapshot::from_params(params, chunk_size)?;
+            anyhow::Ok((snapshot, encoded, projection))
         })
         .await??;
         // A hostile node announces and serves a poisoned model; it checkpoints its own.
         let announced = match self.opts.hostile {
             Some(h) => h.snapshot(&round.params, chunk_size, &mut self.rng)?,
-            None => snapshot.clone(),
+            None => encoded.unwrap_or_else(|| snapshot.clone()),
         };
         let stats = self.store.insert_own(&announced);
         tracing::debug!(
@@ -544,6 +566,8 @@ impl NodeTask {
                 merges: counters.merges,
                 bytes_sent: counters.bytes_sent,
                 bytes_received: counters.bytes_received,
+                train_share: counters.train_share.clamp(0.0, 1.0),
+                comm_share: counters.comm_share.clamp(0.0, 1.0),
             },
             projection,
             neighbours: net
@@ -651,6 +675,7 @@ impl NodeTask {
             client: self.client.clone(),
             store: self.store.clone(),
             budgets: self.core.budgets().clone(),
+            rates: self.rates.clone(),
             counters: self.counters.clone(),
             limits: self.opts.fetch,
             merges: trainer.merges.clone(),
@@ -699,6 +724,8 @@ impl NodeTask {
                 merges: h.announce.metrics.merges,
                 bytes_sent: h.announce.metrics.bytes_sent,
                 bytes_received: h.announce.metrics.bytes_received,
+                train_share: h.announce.metrics.train_share,
+                comm_share: h.announce.metrics.comm_share,
                 last_seen_secs: now.saturating_sub(h.at).as_secs_f64(),
                 neighbours: h
                     .announce

@@ -19,6 +19,14 @@ pub struct PeerView {
     /// Seconds since the announcement arrived.
     pub last_seen_secs: f64,
     pub neighbours: Vec<String>,
+    /// Its resource utilization as announced: the share of its process CPU time spent on
+    /// training steps (0..=1; see `CounterSnapshot::train_share`).
+    #[serde(default)]
+    pub train_share: f32,
+    /// Its communication overhead as announced: the share of its process CPU time spent on
+    /// the network side and merging (0..=1; see `CounterSnapshot::comm_share`).
+    #[serde(default)]
+    pub comm_share: f32,
 }
 
 /// The node's own state.

@@ -99,7 +99,12 @@ pub struct World {
     pub links: Links,
     pub rules: Rules,
     pub test: Split,
+    /// Bytes of one published model in the peers' encoding (`averaging.encoding`).
     pub model_bytes: u64,
+    /// Values of one model: a served model of another count is another layout.
+    pub model_values: u64,
+    /// How honest peers encode what they publish: they serve the values a fetcher decodes.
+    pub encoding: murmur_protocol::Encoding,
     /// Chunks of one model (`averaging.chunk_size`): every fetch moves all of them.
     pub model_chunks: u64,
     pub now: Duration,
@@ -135,6 +140,8 @@ impl World {
             rules,
             test,
             model_bytes,
+            model_values: model_bytes / 4,
+            encoding: murmur_protocol::Encoding::F32Le,
             model_chunks: 1,
             now: Duration::ZERO,
             net_lines: Vec::new(),
@@ -429,7 +436,7 @@ impl World {
                 budgets.charge_n(h, LAYOUT_CHARGES);
                 return Err(t + rtt);
             };
-            if model.values().len() * 4 != self.model_bytes as usize {
+            if model.values().len() as u64 != self.model_values {
                 budgets.charge_n(h, LAYOUT_CHARGES);
                 return Err(t + rtt);
             }
@@ -516,7 +523,12 @@ impl World {
                     .ok()
                     .flatten()
                     .map(Arc::new),
-                None => Some(Arc::new(params.clone())),
+                // A model the encoding cannot carry (f16 past 65,504) is served in f32, as
+                // the node does.
+                None => Some(Arc::new(match self.encoding {
+                    murmur_protocol::Encoding::F32Le => params.clone(),
+                    e => murmur_protocol::quantize(&params, e).unwrap_or_else(|_| params.clone()),
+                })),
             };
             let (claimed_version, claimed_samples) = match peer.hostile {
                 Some(h) => h.claims(version, samples),
@@ -535,6 +547,9 @@ impl World {
                     merges: peer.merges,
                     bytes_sent: peer.bytes_sent,
                     bytes_received: peer.bytes_received,
+                    // The simulation models time, not CPU: no shares to report.
+                    train_share: 0.0,
+                    comm_share: 0.0,
                 },
                 projection: Vec::new(),
                 neighbours: Vec::new(),

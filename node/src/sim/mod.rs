@@ -234,11 +234,16 @@ pub fn run(args: &SimArgs) -> anyhow::Result<SimSummary> {
         bar.inc(1);
     }
     bar.finish_and_clear();
-    let model_bytes = peers
+    let encoding = cfg.averaging.encoding;
+    let (model_values, model_bytes) = peers
         .first()
-        .map(|p| p.trainer.export().map(|m| m.values().len() as u64 * 4))
+        .map(|p| {
+            p.trainer
+                .export()
+                .map(|m| (m.values().len() as u64, m.layout().encoded_len(encoding)))
+        })
         .transpose()?
-        .unwrap_or(0);
+        .unwrap_or((0, 0));
     let nominal_round = (checked.step * u32::try_from(opts.round.steps).unwrap_or(u32::MAX))
         .max(crate::node::MIN_ROUND_TIME)
         + opts.round.merge_wait;
@@ -283,6 +288,8 @@ pub fn run(args: &SimArgs) -> anyhow::Result<SimSummary> {
         rng,
         Some(progress.clone()),
     );
+    world.model_values = model_values;
+    world.encoding = encoding;
     world.model_chunks = model_bytes.div_ceil(u64::from(cfg.averaging.chunk_size).max(1));
     world.schedule_starts(&starts);
     let threads = if args.threads == 0 {
@@ -370,8 +377,11 @@ fn summarize(
                 eval_samples: p.last_eval.map_or(0, |(_, s)| s),
                 cpu_secs: None,
                 eval_cpu_secs: 0.0,
-                reached_target_secs: p.reached.map(|(t, _)| t.as_secs_f64()),
-                reached_target_samples: p.reached.map(|(_, s)| s),
+                resource_utilization: None,
+                communication_overhead: None,
+                reached_target_secs: p.reached.map(|(t, _, _)| t.as_secs_f64()),
+                reached_target_samples: p.reached.map(|(_, s, _)| s),
+                reached_target_bytes: p.reached.map(|(_, _, b)| b),
                 merges_rejected: p.merges_rejected,
                 rollbacks: p.rollbacks,
                 connected: Vec::new(),

@@ -112,7 +112,8 @@ pub struct SimPeer {
     pub last_eval: Option<(Evaluation, u64)>,
     /// When the last evaluation was due.
     pub last_eval_at: Option<Duration>,
-    pub reached: Option<(Duration, u64)>,
+    /// When it first reached the target: virtual time, samples, and bytes received by then.
+    pub reached: Option<(Duration, u64, u64)>,
     pub merges: u64,
     pub merges_rejected: u64,
     pub rollbacks: u64,
@@ -193,7 +194,7 @@ impl SimPeer {
             let eval = eval?;
             self.last_eval = Some((eval, job.samples));
             if target > 0.0 && eval.accuracy >= target && self.reached.is_none() {
-                self.reached = Some((job.at, job.samples));
+                self.reached = Some((job.at, job.samples, self.bytes_received));
             }
             self.trace.push(PeerLine {
                 t: job.at.as_secs_f64(),

@@ -11,12 +11,18 @@
 //! the verdicts go back to the node (whose averaging core charges the peers). When
 //! training diverges it goes back to the weights of its last published round with a fresh
 //! optimizer and keeps going, so a poisoned merge costs a round, never the thread.
+//!
+//! It counts the CPU time of its steps, merges and evaluations apart
+//! ([`Counters::train_cpu_micros`], [`Counters::merge_cpu_micros`],
+//! [`Counters::eval_cpu_micros`]), each on its own clock plus that of candle's compute pool
+//! ([`ComputeClock`]).
 
 pub use super::merge::Defence;
 use super::merge::{Merger, Offer};
 use super::{Evaluation, TrainError, Trainer};
 use crate::averaging::outer::OuterParams;
 use crate::averaging::robust::{Rejection, Taken};
+use crate::cpu::{ComputeClock, micros};
 use crate::metrics::Counters;
 use murmur_protocol::FlatParams;
 use std::sync::Arc;
@@ -164,6 +170,7 @@ impl TrainerHandle {
             stopping: stop.clone(),
             merger: None,
             last_eval: None,
+            clock: None,
         };
         let join = std::thread::Builder::new()
             .name("murmur-train".into())
@@ -220,11 +227,14 @@ struct Worker {
     /// Checks and takes partner models (built when the thread starts).
     merger: Option<Merger>,
     last_eval: Option<LastEval>,
+    /// This thread's CPU clock plus the compute pool's (built when the thread starts).
+    clock: Option<ComputeClock>,
 }
 
 impl Worker {
     /// Runs rounds until told to stop (or the handle is gone).
     fn run(mut self) -> Result<(), TrainError> {
+        self.clock = Some(ComputeClock::current());
         self.merger = Some(Merger::new(
             &self.trainer,
             self.policy.outer,
@@ -297,7 +307,9 @@ impl Worker {
         let Some(merger) = &mut self.merger else {
             return Ok(());
         };
-        let applied = merger.apply(&mut self.trainer, offer)?;
+        let (applied, spent) = measure(&self.clock, || merger.apply(&mut self.trainer, offer));
+        Counters::add(&self.counters.merge_cpu_micros, micros(spent));
+        let applied = applied?;
         for rejected in applied.verdicts.iter().filter_map(|v| v.as_ref().err()) {
             Counters::inc(&self.counters.merges_rejected);
             tracing::warn!("partner model refused: {rejected}");
@@ -325,7 +337,10 @@ impl Worker {
             if self.stopped() {
                 return Ok(false);
             }
-            match local_step(&mut self.trainer, &self.policy) {
+            let (stepped, spent) =
+                measure(&self.clock, || local_step(&mut self.trainer, &self.policy));
+            Counters::add(&self.counters.train_cpu_micros, micros(spent));
+            match stepped {
                 Ok(()) => {}
                 Err(TrainError::Diverged { loss }) => {
                     self.roll_back(&format!("training diverged (loss {loss})"))?;
@@ -370,15 +385,9 @@ impl Worker {
             return Ok((eval, samples));
         }
         let started = Instant::now();
-        let cpu = crate::metrics::thread_cpu_time();
-        let eval = self.trainer.evaluate()?;
-        if let (Some(before), Some(after)) = (cpu, crate::metrics::thread_cpu_time()) {
-            let spent = after.saturating_sub(before).as_micros();
-            Counters::add(
-                &self.counters.eval_cpu_micros,
-                u64::try_from(spent).unwrap_or(u64::MAX),
-            );
-        }
+        let (eval, spent) = measure(&self.clock, || self.trainer.evaluate());
+        Counters::add(&self.counters.eval_cpu_micros, micros(spent));
+        let eval = eval?;
         let samples = self.trainer.samples_seen();
         self.last_eval = Some((Instant::now(), eval, started.elapsed(), samples));
         Ok((eval, samples))
@@ -398,6 +407,14 @@ impl Worker {
             std::thread::sleep(rest.min(IDLE_SLICE));
         }
         Ok(true)
+    }
+}
+
+/// Runs `f`, with the CPU time it took on `clock` (zero without one).
+fn measure<T>(clock: &Option<ComputeClock>, f: impl FnOnce() -> T) -> (T, Duration) {
+    match clock {
+        Some(c) => c.measure(f),
+        None => (f(), Duration::ZERO),
     }
 }
 
@@ -498,6 +515,10 @@ mod tests {
         wait_until("round 1 published", || handle.rounds.borrow().is_some());
         let s = counters.snapshot(&crate::network::Traffic::default());
         assert_eq!((s.merges, s.merges_rejected), (1, 1));
+        // The steps, the merge and the evaluation each took CPU time, counted apart.
+        assert!(s.train_cpu_micros > 0, "{s:?}");
+        assert!(s.merge_cpu_micros > 0, "{s:?}");
+        assert!(s.eval_cpu_micros > 0, "{s:?}");
         // Another layout is refused before any loss is computed.
         wait_until("round 2 trained", || *handle.trained.borrow() >= 2);
         let other = FlatParams::from_named(vec![(

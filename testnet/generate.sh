@@ -8,7 +8,7 @@
 # testnet/peers/ are this script's output for N=6.
 # MURMUR_EMULATE_LINK (e.g. 20mbit,40ms) puts every peer behind an emulated link
 # (network.emulate_link, a test aid: the kernel has no netem); MURMUR_ENCODING (f32, f16,
-# bf16, int8) sets averaging.encoding.
+# bf16, int8; default int8, the config default) sets averaging.encoding.
 set -euo pipefail
 N="${1:?usage: generate.sh N OUT_DIR}"
 OUT="${2:?usage: generate.sh N OUT_DIR}"
@@ -17,7 +17,7 @@ SUBNET_PREFIX="${MURMUR_SUBNET_PREFIX:-172.31.87}"
 IMAGE="${MURMUR_IMAGE:-murmur-testnet:0.1}"
 PARTITION="${MURMUR_PARTITION:-dirichlet:0.5}"
 LINK="${MURMUR_EMULATE_LINK:-}"
-ENCODING="${MURMUR_ENCODING:-f32}"
+ENCODING="${MURMUR_ENCODING:-int8}"
 mkdir -p "$OUT/peers"
 rm -f "$OUT"/peers/peer*.toml
 

@@ -9,7 +9,8 @@
 #      merging, and a late peer (`docker run` on the compose network, same image) whose config
 #      names only peer1 joins: it hears the other survivors and merges.
 # The peers run behind an emulated 20 Mbit/s, 40 ms link each and publish int8 models
-# (MURMUR_EMULATE_LINK and MURMUR_ENCODING override; set them empty for loopback and f32).
+# (MURMUR_EMULATE_LINK and MURMUR_ENCODING override; an empty MURMUR_EMULATE_LINK is the
+# plain network).
 # Every wait polls with a deadline. Everything is torn down even on failure; on failure the
 # peers' logs are printed.
 source "$(dirname "$0")/lib.sh"
@@ -59,8 +60,8 @@ merges_of() { field "$1" .counters.merges; }
 versions() { for i in $(seq 0 $((N - 1))); do field "$i" .version; done | tr '\n' ' '; }
 
 export MURMUR_EMULATE_LINK="${MURMUR_EMULATE_LINK-20mbit,40ms}"
-export MURMUR_ENCODING="${MURMUR_ENCODING-int8}"
-say "smoke test: $N peers on the digits (link: ${MURMUR_EMULATE_LINK:-loopback}, encoding: ${MURMUR_ENCODING:-f32})"
+export MURMUR_ENCODING="${MURMUR_ENCODING:-int8}"
+say "smoke test: $N peers on the digits (link: ${MURMUR_EMULATE_LINK:-plain}, encoding: $MURMUR_ENCODING)"
 "$TESTNET_DIR/up.sh" "$N" >/dev/null
 phase "built the image and started $N peers"
 

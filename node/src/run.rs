@@ -144,6 +144,7 @@ pub fn options(cfg: &NodeConfig) -> NodeOptions {
             min_time: crate::node::MIN_ROUND_TIME,
             eval_every: EVAL_EVERY,
             merge_wait: a.merge_wait(),
+            overlap: a.overlap,
             lr_schedule: (t.lr_decay_samples > 0 || t.warmup_samples > 0).then_some(LrSchedule {
                 base: t.lr,
                 warmup_samples: t.warmup_samples,

@@ -159,6 +159,9 @@ pub struct Tuning {
     /// `training.holdout_samples` of every peer (0 = no held-back examples, no loss check).
     #[arg(long)]
     pub holdout_samples: Option<usize>,
+    /// `averaging.overlap` of every peer: true or false.
+    #[arg(long)]
+    pub overlap: Option<bool>,
     /// `averaging.encoding` of every peer: f32, f16, bf16, int8 or int8:<block>.
     #[arg(long)]
     pub encoding: Option<murmur_protocol::Encoding>,
@@ -224,6 +227,9 @@ impl Tuning {
         }
         if let Some(v) = self.holdout_samples {
             cfg.training.holdout_samples = v;
+        }
+        if let Some(v) = self.overlap {
+            cfg.averaging.overlap = v;
         }
         if let Some(v) = self.encoding {
             cfg.averaging.encoding = v;

@@ -288,8 +288,8 @@ fn framed(req: &Request) -> Vec<u8> {
     out
 }
 
-/// The body of `Response::Busy`: wire version 1, variant 2.
-const BUSY: &[u8] = &[1, 2, 0, 0, 0];
+/// The body of `Response::Busy`: the wire version, variant 2.
+const BUSY: &[u8] = &[murmur_protocol::codec::WIRE_VERSION, 2, 0, 0, 0];
 
 /// Decodes a framed response; `None` for anything else (a closed stream, garbage).
 fn parse(raw: &[u8]) -> Option<Response> {

@@ -335,7 +335,8 @@ async fn fetch_inner(
                         .is_some_and(|c| !refused.get(c).is_some_and(|r| r.contains(*p)))
                 })
                 .map(|p| (*p, inflight.get(p).copied().unwrap_or(0)));
-            let Some(peer) = rates.pick(candidates) else {
+            let usable = holders.iter().copied().filter(|p| !budgets.exhausted(p));
+            let Some(peer) = rates.pick(candidates, usable) else {
                 break;
             };
             let (mut batch, mut skipped) = (Vec::new(), Vec::new());

@@ -18,6 +18,11 @@ use std::time::{Duration, Instant};
 /// Share of the earlier measurements a new one keeps.
 pub const KEEP: f64 = 0.75;
 
+/// A holder measured this many times slower than the fastest usable holder gets no request
+/// while that one is usable (even when it is at its in-flight cap): its share of a fetch would
+/// arrive last and hold the whole fetch up. It is asked again when the faster one fails.
+pub const SLOW_FACTOR: f64 = 4.0;
+
 /// Peers whose rates are kept; past it the slowest-measured are forgotten first (a
 /// forgotten peer is measured again, as a new one).
 pub const MAX_PEERS: usize = 4096;
@@ -82,14 +87,26 @@ impl<P: Copy + Ord> Rates<P> {
     /// Of `candidates` (each with its requests in flight, in preference order), the one
     /// expected to finish one more request first: least `(in flight + 1) / rate`. A peer not
     /// yet measured is taken to be as fast as the fastest measured one, so that it gets
-    /// tried; among equals the earlier candidate wins.
-    pub fn pick(&self, candidates: impl IntoIterator<Item = (P, usize)>) -> Option<P> {
-        let candidates: Vec<(P, Option<f64>, usize)> = self.with(|peers| {
-            candidates
-                .into_iter()
-                .map(|(p, n)| (p, peers.get(&p).map(per_sec), n))
-                .collect()
-        });
+    /// tried; among equals the earlier candidate wins. A candidate [`SLOW_FACTOR`] times
+    /// slower than the fastest of `usable` (every holder that may still be asked, busy or
+    /// not) is left out.
+    pub fn pick(
+        &self,
+        candidates: impl IntoIterator<Item = (P, usize)>,
+        usable: impl IntoIterator<Item = P>,
+    ) -> Option<P> {
+        let (candidates, fastest): (Vec<(P, Option<f64>, usize)>, Option<f64>) =
+            self.with(|peers| {
+                let fastest = usable
+                    .into_iter()
+                    .filter_map(|p| peers.get(&p).map(per_sec))
+                    .fold(None, |m: Option<f64>, r| Some(m.map_or(r, |m| m.max(r))));
+                let candidates = candidates
+                    .into_iter()
+                    .map(|(p, n)| (p, peers.get(&p).map(per_sec), n))
+                    .collect();
+                (candidates, fastest)
+            });
         let best = candidates
             .iter()
             .filter_map(|(_, r, _)| *r)
@@ -97,6 +114,11 @@ impl<P: Copy + Ord> Rates<P> {
             .unwrap_or(1.0);
         let mut chosen: Option<(P, f64)> = None;
         for (p, rate, inflight) in candidates {
+            if let (Some(r), Some(f)) = (rate, fastest)
+                && r * SLOW_FACTOR < f
+            {
+                continue;
+            }
             let cost = (inflight as f64 + 1.0) / rate.unwrap_or(best).max(f64::MIN_POSITIVE);
             if chosen.is_none_or(|(_, c)| cost < c) {
                 chosen = Some((p, cost));
@@ -171,19 +193,27 @@ mod tests {
         let rates = Rates::<u32>::new();
         rates.record(1, 250_000, 100 * MS); // 2.5 MB/s
         rates.record(2, 25_000, 100 * MS); // 0.25 MB/s
+        rates.record(3, 120_000, 100 * MS); // 1.2 MB/s
+        let all = [1, 2, 3, 4];
         // Slow peer first in preference order: the fast one still wins.
-        assert_eq!(rates.pick([(2, 0), (1, 0)]), Some(1));
-        // With ten requests in flight to the fast one, one more there ends after
-        // 11 / 2.5e6 s per byte, later than one to the idle slow peer (1 / 2.5e5): the slow
-        // one takes a share; with eight (9 / 2.5e6) the fast one still wins.
-        assert_eq!(rates.pick([(2, 0), (1, 10)]), Some(2));
-        assert_eq!(rates.pick([(2, 0), (1, 8)]), Some(1));
+        assert_eq!(rates.pick([(3, 0), (1, 0)], all), Some(1));
+        // With three requests in flight to the fast one, one more there ends after
+        // 4 / 2.5e6 s per byte, later than one to the idle 1.2 MB/s peer (1 / 1.2e6): that
+        // one takes a share; with one in flight (2 / 2.5e6) the fast one still wins.
+        assert_eq!(rates.pick([(3, 0), (1, 3)], all), Some(3));
+        assert_eq!(rates.pick([(3, 0), (1, 1)], all), Some(1));
+        // Ten times slower than the fastest usable holder: never asked while that one is
+        // usable, even when it is the only candidate (the fast one at its in-flight cap).
+        assert_eq!(rates.pick([(2, 0), (1, 20)], all), Some(1));
+        assert_eq!(rates.pick([(2, 0)], all), None);
+        // Once the faster ones are no longer usable, the slow one is asked.
+        assert_eq!(rates.pick([(2, 0)], [2]), Some(2));
         // An unmeasured peer counts as fast as the fastest, so it gets tried.
-        assert_eq!(rates.pick([(1, 1), (3, 0)]), Some(3));
+        assert_eq!(rates.pick([(1, 1), (4, 0)], all), Some(4));
         // Nothing measured: fewest in flight, earlier first.
         let fresh = Rates::<u32>::new();
-        assert_eq!(fresh.pick([(5, 1), (6, 0), (7, 0)]), Some(6));
-        assert_eq!(fresh.pick(Vec::<(u32, usize)>::new()), None);
+        assert_eq!(fresh.pick([(5, 1), (6, 0), (7, 0)], [5, 6, 7]), Some(6));
+        assert_eq!(fresh.pick(Vec::<(u32, usize)>::new(), [5]), None);
     }
 
     #[test]

@@ -402,9 +402,15 @@ pub struct AveragingConfig {
     pub request_timeout_secs: u64,
     /// How this peer encodes the models it publishes: `f32`, `f16`, `bf16`, `int8` (per-block
     /// scale, 256 values a block) or `int8:<block>`; a peer reads every encoding whatever
-    /// its own. Omitted: `f32`.
+    /// its own, and checkpoints keep `f32`. Omitted: `int8` (a fifth of f32's bytes to the
+    /// same accuracy, docs/benchmarks.md).
     #[serde(with = "text")]
     pub encoding: murmur_protocol::Encoding,
+    /// Start each round's averaging when the round before it ends, so that fetching the
+    /// partners' models overlaps this round's steps (which then end on that merge if it is
+    /// in); off: the averaging starts when this round's steps end, and the round waits up
+    /// to `merge_wait_secs` for it. Omitted: false.
+    pub overlap: bool,
 }
 
 impl Default for AveragingConfig {
@@ -428,7 +434,8 @@ impl Default for AveragingConfig {
             error_budget: 5,
             fetch_timeout_secs: 10,
             request_timeout_secs: 3,
-            encoding: murmur_protocol::Encoding::F32Le,
+            encoding: murmur_protocol::Encoding::int8(),
+            overlap: false,
         }
     }
 }

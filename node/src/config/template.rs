@@ -145,6 +145,10 @@ request_timeout_secs = {request_timeout_secs}
 # How this peer encodes the models it publishes: f32 | f16 | bf16 | int8 (a scale per 256
 # values) | int8:<block>. Peers read every encoding, whatever their own.
 encoding = {encoding}
+# Start each round's averaging when the round before it ends, so that fetches overlap this
+# round's steps (true), or when this round's steps end (false; the round then waits up to
+# merge_wait_secs for its merge).
+overlap = {overlap}
 
 [store]
 # Most memory the chunk store holds, in MiB.
@@ -206,6 +210,7 @@ listen = {dashboard_listen}
         error_budget = avg.error_budget,
         fetch_timeout_secs = avg.fetch_timeout_secs,
         encoding = string(avg.encoding),
+        overlap = avg.overlap,
         request_timeout_secs = avg.request_timeout_secs,
         memory_budget_mb = cfg.store.memory_budget_mb,
         checkpoint_every_secs = float(cfg.store.checkpoint_every_secs),
@@ -339,7 +344,7 @@ mod tests {
     #[test]
     fn config_every_template_key_is_in_the_docs() {
         let keys = template_keys();
-        assert_eq!(keys.len(), 54, "{keys:?}");
+        assert_eq!(keys.len(), 55, "{keys:?}");
         for key in keys {
             assert!(
                 DOCS.contains(&format!("| `{key}` |")),

@@ -333,6 +333,11 @@ impl NodeTask {
         let mut trained = trainer.trained.clone();
         let mut averaging: Option<JoinHandle<()>> = None;
         let mut tick = tokio::time::interval(STATUS_EVERY);
+        let overlap = self.opts.round.overlap;
+        if overlap {
+            // Nothing was started before the first round: it must not wait for a merge.
+            let _ = trainer.merges.try_send(ToTrainer::Skip);
+        }
         loop {
             tokio::select! {
                 _ = stop.changed() => break,
@@ -349,6 +354,10 @@ impl NodeTask {
                     {
                         tracing::error!("round {}: {e:#}", round.round);
                     }
+                    if overlap {
+                        // The next round's averaging, fetched while that round trains.
+                        self.next_averaging(&trainer, &mut averaging, &mut averaged);
+                    }
                 }
                 changed = trained.changed() => {
                     if changed.is_err() {
@@ -356,24 +365,8 @@ impl NodeTask {
                         break;
                     }
                     trained.borrow_and_update();
-                    // Whether the averaging task ended, read before its report is looked
-                    // for: a task that ended sent its report first, so one still missing
-                    // after the drain below never comes.
-                    let ended = averaging.as_ref().is_none_or(|t| t.is_finished());
-                    while let Ok(done) = averaged.try_recv() {
-                        self.on_averaged(done);
-                    }
-                    if self.core.averaging() && ended {
-                        tracing::warn!("an averaging task ended without a report");
-                        self.core.averaging_abandoned();
-                    }
-                    // One averaging at a time (the core says); the trainer hears of every
-                    // round without one.
-                    match self.start_averaging(&trainer) {
-                        Some(task) => averaging = Some(task),
-                        None => {
-                            let _ = trainer.merges.try_send(ToTrainer::Skip);
-                        }
+                    if !overlap {
+                        self.next_averaging(&trainer, &mut averaging, &mut averaged);
                     }
                 }
                 _ = tick.tick() => {
@@ -663,6 +656,34 @@ impl NodeTask {
         tokio::task::spawn_blocking(move || checkpoint::save(&path, version, samples, &snapshot))
             .await??;
         Ok(())
+    }
+
+    /// Starts the next averaging, or tells the trainer there is none for its round.
+    fn next_averaging(
+        &mut self,
+        trainer: &TrainerHandle,
+        averaging: &mut Option<JoinHandle<()>>,
+        averaged: &mut mpsc::Receiver<averaging::Done>,
+    ) {
+        // Whether the averaging task ended, read before its report is looked for: a task
+        // that ended sent its report first, so one still missing after the drain below
+        // never comes.
+        let ended = averaging.as_ref().is_none_or(|t| t.is_finished());
+        while let Ok(done) = averaged.try_recv() {
+            self.on_averaged(done);
+        }
+        if self.core.averaging() && ended {
+            tracing::warn!("an averaging task ended without a report");
+            self.core.averaging_abandoned();
+        }
+        // One averaging at a time (the core says); the trainer hears of every round
+        // without one.
+        match self.start_averaging(trainer) {
+            Some(task) => *averaging = Some(task),
+            None => {
+                let _ = trainer.merges.try_send(ToTrainer::Skip);
+            }
+        }
     }
 
     /// Starts the averaging the core plans, if any.

@@ -63,6 +63,10 @@ pub struct RoundPolicy {
     /// ends on the merged model; zero: the round ends after its steps and merges are
     /// applied whenever they arrive.
     pub merge_wait: Duration,
+    /// The node starts each round's averaging when the round before it ends, so that its
+    /// fetches overlap this round's steps: a merge or `Skip` that arrived during the steps is
+    /// this round's, and the round does not wait for another.
+    pub overlap: bool,
     /// If set, the learning rate follows this schedule over the samples trained.
     pub lr_schedule: Option<LrSchedule>,
     /// The outer step applied to every merge ([`OuterParams::PLAIN`]: the merge as is).
@@ -170,6 +174,7 @@ impl TrainerHandle {
             stopping: stop.clone(),
             merger: None,
             last_eval: None,
+            answered: false,
             clock: None,
         };
         let join = std::thread::Builder::new()
@@ -227,6 +232,8 @@ struct Worker {
     /// Checks and takes partner models (built when the thread starts).
     merger: Option<Merger>,
     last_eval: Option<LastEval>,
+    /// A merge or `Skip` was applied since this round began.
+    answered: bool,
     /// This thread's CPU clock plus the compute pool's (built when the thread starts).
     clock: Option<ComputeClock>,
 }
@@ -243,6 +250,7 @@ impl Worker {
         let mut round = 0u64;
         while !self.stopped() {
             let started = Instant::now();
+            self.answered = false;
             if !self.train_steps(started)? {
                 return Ok(());
             }
@@ -295,6 +303,7 @@ impl Worker {
     /// Applies one message from the node ([`Merger::apply`]) and says which models were
     /// taken.
     fn apply(&mut self, msg: ToTrainer) -> Result<(), TrainError> {
+        self.answered = true;
         let (offer, sender) = match msg {
             ToTrainer::Skip => return Ok(()),
             ToTrainer::Adopt { model, verdicts } => (Offer::Adopt { model }, verdicts),
@@ -359,7 +368,7 @@ impl Worker {
     /// `merge_wait`; false if told to stop.
     fn await_merge(&mut self) -> Result<bool, TrainError> {
         let deadline = Instant::now() + self.policy.merge_wait;
-        while Instant::now() < deadline {
+        while Instant::now() < deadline && !(self.policy.overlap && self.answered) {
             match self.merge_rx.try_recv() {
                 Ok(msg) => {
                     self.apply(msg)?;
@@ -455,6 +464,7 @@ mod tests {
             min_time: Duration::ZERO,
             eval_every: Duration::ZERO,
             merge_wait,
+            overlap: false,
             lr_schedule: None,
             outer: OuterParams::PLAIN,
             defence,
@@ -628,5 +638,33 @@ mod tests {
         wait_until("round 1 trained", || *handle.trained.borrow() >= 1);
         handle.merges.try_send(ToTrainer::Skip).unwrap();
         wait_until("round 1 published", || handle.rounds.borrow().is_some());
+    }
+
+    /// With `overlap`, a merge (or `Skip`) that arrived while the round trained is the
+    /// round's: the round ends without waiting for another, even with a long merge wait;
+    /// without `overlap` it waits for one more.
+    #[test]
+    fn with_overlap_an_answer_during_the_steps_ends_the_round() {
+        for overlap in [true, false] {
+            let mut policy = policy(Duration::from_secs(600), Defence::NONE);
+            policy.overlap = overlap;
+            policy.steps = 200;
+            let handle =
+                TrainerHandle::spawn(trainer(), policy, Arc::new(Counters::default())).unwrap();
+            // Sent before the first round's 200 steps are done: applied between two of them.
+            handle.merges.try_send(ToTrainer::Skip).unwrap();
+            wait_until("round 1 trained", || *handle.trained.borrow() >= 1);
+            if overlap {
+                wait_until("round 1 published", || handle.rounds.borrow().is_some());
+            } else {
+                std::thread::sleep(Duration::from_millis(200));
+                assert!(
+                    handle.rounds.borrow().is_none(),
+                    "without overlap, the round waits for an answer sent after its steps"
+                );
+                handle.merges.try_send(ToTrainer::Skip).unwrap();
+                wait_until("round 1 published", || handle.rounds.borrow().is_some());
+            }
+        }
     }
 }

@@ -1,0 +1,158 @@
+//! Slow links, with real nodes: a node behind an emulated link (`network.emulate_link`)
+//! really delivers at its rate, and a fetch with two holders of one model, one of them behind
+//! a slow link, measures both and then takes the next model from the fast one.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use murmur_node::averaging::fetch::{self, ErrorBudgets, FetchLimits, Rates};
+use murmur_node::node::RunningNode;
+use murmur_protocol::{FlatParams, Snapshot, TensorSpec};
+use murmur_tests::{dial_addr, options, start, wait_for};
+use std::time::{Duration, Instant};
+
+const LIMITS: FetchLimits = FetchLimits {
+    per_peer_inflight: 4,
+    deadline: Duration::from_secs(30),
+};
+
+/// 256 Ki values (1 MiB in f32), cut into 16 KiB chunks: 64 chunks.
+fn model(seed: u32) -> Snapshot {
+    let values = (0..256 * 1024u32)
+        .map(|i| ((i.wrapping_mul(2_654_435_761) ^ seed) % 2001) as f32 / 1000.0 - 1.0)
+        .collect();
+    let params =
+        FlatParams::from_named(vec![(TensorSpec::f32("w", &[256 * 1024]), values)]).unwrap();
+    Snapshot::build(&params, 16 * 1024).unwrap()
+}
+
+/// Puts `snap` in `node`'s store, as if it had fetched it.
+fn hold(node: &RunningNode, snap: &Snapshot) {
+    node.store
+        .insert_manifest(snap.id, snap.manifest.clone(), snap.manifest_bytes.clone());
+    for c in &snap.chunks {
+        node.store.insert_chunk(c.id, c.data.clone()).unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetches_measure_holders_and_prefer_the_faster_one() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let fast = start(options(dirs[0].path(), "bandwidth", 0, 3, vec![])).await;
+    let s0 = wait_for(&fast, "fast listening", Duration::from_secs(30), |s| {
+        !s.listen_addrs.is_empty()
+    })
+    .await;
+    // 8 Mbit/s = 1 MB/s: the 1 MiB model takes about a second from this holder alone.
+    let mut slow_opts = options(dirs[1].path(), "bandwidth", 1, 3, vec![dial_addr(&s0)]);
+    slow_opts.network.emulate_link = Some("8mbit,20ms".parse().unwrap());
+    let slow = start(slow_opts).await;
+    let client = start(options(
+        dirs[2].path(),
+        "bandwidth",
+        2,
+        3,
+        vec![dial_addr(&s0)],
+    ))
+    .await;
+    wait_for(
+        &client,
+        "client connected to both",
+        Duration::from_secs(30),
+        |s| s.peers.len() == 2,
+    )
+    .await;
+
+    // The emulated link delivers at its rate: the whole model from the slow holder alone
+    // cannot arrive sooner than its bytes over 8 Mbit/s.
+    let first = model(1);
+    hold(&slow, &first);
+    let layout = first.manifest.validate().unwrap();
+    let rates = Rates::default();
+    let budgets = ErrorBudgets::new(100);
+    let started = Instant::now();
+    let fetched = fetch::fetch(
+        &client.client,
+        &client.store,
+        first.id,
+        &[slow.peer_id],
+        &budgets,
+        &rates,
+        LIMITS,
+        &layout,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("fetch from the slow holder failed: {e}"));
+    let took = started.elapsed();
+    assert_eq!(fetched.chunks_fetched, 64);
+    let floor = Duration::from_secs_f64(fetched.bytes as f64 * 8.0 / 8e6);
+    assert!(
+        took >= floor,
+        "1 MiB through an emulated 8 Mbit/s link took {took:?}, less than {floor:?}"
+    );
+    let slow_rate = rates
+        .rate(&slow.peer_id)
+        .expect("the slow holder was measured");
+    assert!(
+        slow_rate < 1.2e6,
+        "measured {slow_rate} B/s through a 1 MB/s link"
+    );
+
+    // Both hold the second model; the fast one is measured on a first pass (a model it alone
+    // holds), then the shared one is fetched: the slow holder, over four times slower, gets
+    // no request while the fast one is usable.
+    let warm = model(2);
+    hold(&fast, &warm);
+    fetch::fetch(
+        &client.client,
+        &client.store,
+        warm.id,
+        &[fast.peer_id],
+        &budgets,
+        &rates,
+        LIMITS,
+        &layout,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("fetch from the fast holder failed: {e}"));
+    let fast_rate = rates
+        .rate(&fast.peer_id)
+        .expect("the fast holder was measured");
+    assert!(
+        fast_rate > 4.0 * slow_rate,
+        "loopback measured at {fast_rate} B/s, the 8 Mbit/s link at {slow_rate} B/s"
+    );
+    let shared = model(3);
+    hold(&fast, &shared);
+    hold(&slow, &shared);
+    let fetched = fetch::fetch(
+        &client.client,
+        &client.store,
+        shared.id,
+        &[slow.peer_id, fast.peer_id],
+        &budgets,
+        &rates,
+        LIMITS,
+        &layout,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("fetch from both holders failed: {e}"));
+    let expected = murmur_protocol::assemble(
+        &shared.manifest,
+        &shared
+            .chunks
+            .iter()
+            .map(|c| c.data.clone())
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
+    assert_eq!(
+        fetched.params, expected,
+        "the model arrived whole and exact"
+    );
+    assert_eq!(
+        fetched.sources.get(&slow.peer_id),
+        None,
+        "the slow holder was asked for nothing: {:?}",
+        fetched.sources
+    );
+    assert_eq!(fetched.sources.get(&fast.peer_id), Some(&64));
+}

@@ -21,7 +21,7 @@
 
 #![allow(unsafe_code)]
 
-use std::sync::{Mutex, MutexGuard, Once, PoisonError};
+use std::sync::{Mutex, MutexGuard, Once, OnceLock, PoisonError};
 use std::thread::ThreadId;
 use std::time::Duration;
 
@@ -174,6 +174,33 @@ pub fn register_compute_pool() {
             rayon::broadcast(|_| COMPUTE.enter());
         }
     });
+}
+
+/// A rayon pool for the node's communication work (hashing and chunking published
+/// snapshots, encoding them, assembling fetched models, checkpoint hashing), as many threads
+/// as the compute pool, each registered in [`RUNTIME`]: that work counts as communication
+/// and is never taken for a training step running on the compute pool at the same time.
+/// `None` if the pool cannot be started (the work then runs on the caller's pool).
+fn comm_pool() -> Option<&'static rayon::ThreadPool> {
+    static POOL: OnceLock<Option<rayon::ThreadPool>> = OnceLock::new();
+    POOL.get_or_init(|| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(rayon::current_num_threads().max(1))
+            .thread_name(|i| format!("murmur-comm-{i}"))
+            .start_handler(|_| RUNTIME.enter())
+            .exit_handler(|_| RUNTIME.leave())
+            .build()
+            .ok()
+    })
+    .as_ref()
+}
+
+/// Runs `f` (and the parallel work it starts) on the communication pool.
+pub fn on_comm_pool<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    match comm_pool() {
+        Some(pool) => pool.install(f),
+        None => f(),
+    }
 }
 
 /// The CPU clock of a training thread and the compute pool working for it: what one call on

@@ -1,6 +1,7 @@
 //! Slow links, with real nodes: a node behind an emulated link (`network.emulate_link`)
-//! really delivers at its rate, and a fetch with two holders of one model, one of them behind
-//! a slow link, measures both and then takes the next model from the fast one.
+//! really delivers at its rate; a fetch with two holders of one model, one of them behind
+//! a slow link, measures both and then takes the next model from the fast one; and a model
+//! the fast one does not hold still comes from the slow one.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use murmur_node::averaging::fetch::{self, ErrorBudgets, FetchLimits, Rates};
@@ -155,4 +156,23 @@ async fn fetches_measure_holders_and_prefer_the_faster_one() {
         fetched.sources
     );
     assert_eq!(fetched.sources.get(&fast.peer_id), Some(&64));
+
+    // A model only the slow holder has: the fast one, preferred, answers `NotHeld`, and the
+    // chunks go to the slow one at once (it is skipped only while a faster holder could
+    // still serve them).
+    let only_slow = model(4);
+    hold(&slow, &only_slow);
+    let fetched = fetch::fetch(
+        &client.client,
+        &client.store,
+        only_slow.id,
+        &[fast.peer_id, slow.peer_id],
+        &budgets,
+        &rates,
+        LIMITS,
+        &layout,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("fetch of a model only the slow holder has failed: {e}"));
+    assert_eq!(fetched.sources.get(&slow.peer_id), Some(&64));
 }

@@ -335,7 +335,15 @@ async fn fetch_inner(
                         .is_some_and(|c| !refused.get(c).is_some_and(|r| r.contains(*p)))
                 })
                 .map(|p| (*p, inflight.get(p).copied().unwrap_or(0)));
-            let usable = holders.iter().copied().filter(|p| !budgets.exhausted(p));
+            // The holders that could take the front chunk now, busy with requests or not: a
+            // slow holder is skipped only while a faster one of these is left.
+            let usable = holders.iter().copied().filter(|p| {
+                !budgets.exhausted(p)
+                    && backoff.ready(p, now)
+                    && queue
+                        .front()
+                        .is_some_and(|c| !refused.get(c).is_some_and(|r| r.contains(p)))
+            });
             let Some(peer) = rates.pick(candidates, usable) else {
                 break;
             };
@@ -397,16 +405,9 @@ async fn fetch_inner(
             Ok(Response::Chunks(replies)) if replies.len() == batch.len() => {
                 backoff.served(&peer);
                 let mut good = true;
-                let delivered: u64 = replies
-                    .iter()
-                    .map(|r| match r {
-                        ChunkReply::Data(d) => d.len() as u64,
-                        _ => 0,
-                    })
-                    .sum();
-                if let Some(t) = busy_for {
-                    rates.record(peer, delivered, t);
-                }
+                // Only verified chunks count toward the peer's rate: garbage sent fast must
+                // not make a holder look fast.
+                let mut delivered = 0u64;
                 for (chunk, reply) in batch.into_iter().zip(replies) {
                     match reply {
                         ChunkReply::Data(data) => {
@@ -415,6 +416,7 @@ async fn fetch_inner(
                                 Ok(_) => {
                                     fetched += 1;
                                     bytes += len;
+                                    delivered += len;
                                     *sources.entry(peer).or_default() += 1;
                                 }
                                 Err(e) => {
@@ -431,6 +433,9 @@ async fn fetch_inner(
                         }
                         ChunkReply::OverBudget => queue.push_back(chunk),
                     }
+                }
+                if let Some(t) = busy_for {
+                    rates.record(peer, delivered, t);
                 }
                 // Good answers are forgiven once per fetch (below), not once each: a peer
                 // serving a many-chunk model it knows will be refused must not earn back
@@ -491,8 +496,7 @@ async fn fetch_inner(
             });
         }
     }
-    let params = store
-        .assemble(&id)
+    let params = crate::cpu::on_comm_pool(|| store.assemble(&id))
         .map_err(|e| FetchError::Assemble(e.to_string()))?;
     for peer in sources.keys() {
         budgets.forgive(*peer);

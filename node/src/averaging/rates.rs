@@ -20,7 +20,9 @@ pub const KEEP: f64 = 0.75;
 
 /// A holder measured this many times slower than the fastest usable holder gets no request
 /// while that one is usable (even when it is at its in-flight cap): its share of a fetch would
-/// arrive last and hold the whole fetch up. It is asked again when the faster one fails.
+/// arrive last and hold the whole fetch up. The fetch counts a holder usable for a chunk while
+/// it has not refused that chunk, is not backing off after `Busy` and has budget left, so the
+/// slow holder is asked as soon as the faster one fails any of these.
 pub const SLOW_FACTOR: f64 = 4.0;
 
 /// Peers whose rates are kept; past it the slowest-measured are forgotten first (a
@@ -95,18 +97,18 @@ impl<P: Copy + Ord> Rates<P> {
         candidates: impl IntoIterator<Item = (P, usize)>,
         usable: impl IntoIterator<Item = P>,
     ) -> Option<P> {
-        let (candidates, fastest): (Vec<(P, Option<f64>, usize)>, Option<f64>) =
-            self.with(|peers| {
-                let fastest = usable
-                    .into_iter()
-                    .filter_map(|p| peers.get(&p).map(per_sec))
-                    .fold(None, |m: Option<f64>, r| Some(m.map_or(r, |m| m.max(r))));
-                let candidates = candidates
-                    .into_iter()
-                    .map(|(p, n)| (p, peers.get(&p).map(per_sec), n))
-                    .collect();
-                (candidates, fastest)
-            });
+        type Measured<P> = (Vec<(P, Option<f64>, usize)>, Option<f64>);
+        let (candidates, fastest): Measured<P> = self.with(|peers| {
+            let fastest = usable
+                .into_iter()
+                .filter_map(|p| peers.get(&p).map(per_sec))
+                .fold(None, |m: Option<f64>, r| Some(m.map_or(r, |m| m.max(r))));
+            let candidates = candidates
+                .into_iter()
+                .map(|(p, n)| (p, peers.get(&p).map(per_sec), n))
+                .collect();
+            (candidates, fastest)
+        });
         let best = candidates
             .iter()
             .filter_map(|(_, r, _)| *r)

@@ -483,22 +483,24 @@ impl NodeTask {
         // The checkpoint keeps the exact f32 model; peers are served it in the chosen
         // encoding (the same snapshot when that is f32).
         let (snapshot, encoded, projection) = tokio::task::spawn_blocking(move || {
-            let projection = project(params.values(), seed.as_bytes());
-            let encoded = match encoding {
-                murmur_protocol::Encoding::F32Le => None,
-                e => match Snapshot::from_params_encoded(params.clone(), e, chunk_size) {
-                    Ok(s) => Some(s),
-                    // A value the encoding cannot carry (f16 past 65,504): this round's
-                    // model is served in f32.
-                    Err(murmur_protocol::SnapshotError::Quantize(q)) => {
-                        tracing::warn!("publishing this round in f32: {q}");
-                        None
-                    }
-                    Err(other) => return Err(other.into()),
-                },
-            };
-            let snapshot = Snapshot::from_params(params, chunk_size)?;
-            anyhow::Ok((snapshot, encoded, projection))
+            crate::cpu::on_comm_pool(move || {
+                let projection = project(params.values(), seed.as_bytes());
+                let encoded = match encoding {
+                    murmur_protocol::Encoding::F32Le => None,
+                    e => match Snapshot::from_params_encoded(params.clone(), e, chunk_size) {
+                        Ok(s) => Some(s),
+                        // A value the encoding cannot carry (f16 past 65,504): this round's
+                        // model is served in f32.
+                        Err(murmur_protocol::SnapshotError::Quantize(q)) => {
+                            tracing::warn!("publishing this round in f32: {q}");
+                            None
+                        }
+                        Err(other) => return Err(other.into()),
+                    },
+                };
+                let snapshot = Snapshot::from_params(params, chunk_size)?;
+                anyhow::Ok((snapshot, encoded, projection))
+            })
         })
         .await??;
         // A hostile node announces and serves a poisoned model; it checkpoints its own.
@@ -653,8 +655,10 @@ impl NodeTask {
         samples: u64,
     ) -> anyhow::Result<()> {
         let path = checkpoint::checkpoint_path(&self.opts.data_dir);
-        tokio::task::spawn_blocking(move || checkpoint::save(&path, version, samples, &snapshot))
-            .await??;
+        tokio::task::spawn_blocking(move || {
+            crate::cpu::on_comm_pool(|| checkpoint::save(&path, version, samples, &snapshot))
+        })
+        .await??;
         Ok(())
     }
 

@@ -232,7 +232,7 @@ struct Worker {
     /// Checks and takes partner models (built when the thread starts).
     merger: Option<Merger>,
     last_eval: Option<LastEval>,
-    /// A merge or `Skip` was applied since this round began.
+    /// A merge or `Skip` was applied since the last round's wait for its merge ended.
     answered: bool,
     /// This thread's CPU clock plus the compute pool's (built when the thread starts).
     clock: Option<ComputeClock>,
@@ -250,7 +250,6 @@ impl Worker {
         let mut round = 0u64;
         while !self.stopped() {
             let started = Instant::now();
-            self.answered = false;
             if !self.train_steps(started)? {
                 return Ok(());
             }
@@ -259,6 +258,10 @@ impl Worker {
             if !self.await_merge()? {
                 return Ok(());
             }
+            // From here on (evaluation, publishing, pacing) an answer is the next round's:
+            // with `overlap` the node starts that round's averaging as soon as this one is
+            // published.
+            self.answered = false;
             let (mut eval, mut eval_samples) = self.evaluation()?;
             let mut params = self.trainer.export()?;
             if !params.all_finite() || !eval.loss.is_finite() {
@@ -640,9 +643,10 @@ mod tests {
         wait_until("round 1 published", || handle.rounds.borrow().is_some());
     }
 
-    /// With `overlap`, a merge (or `Skip`) that arrived while the round trained is the
-    /// round's: the round ends without waiting for another, even with a long merge wait;
-    /// without `overlap` it waits for one more.
+    /// With `overlap`, a merge (or `Skip`) that arrived while the round trained, or while the
+    /// round before it idled out its least time, is the round's: the round ends without
+    /// waiting for another, even with a long merge wait; without `overlap` it waits for one
+    /// more.
     #[test]
     fn with_overlap_an_answer_during_the_steps_ends_the_round() {
         for overlap in [true, false] {
@@ -666,5 +670,27 @@ mod tests {
                 wait_until("round 1 published", || handle.rounds.borrow().is_some());
             }
         }
+    }
+
+    /// An answer sent when a round is published arrives while that round idles out its
+    /// least time: with `overlap` it is the next round's, which then does not wait.
+    #[test]
+    fn with_overlap_an_answer_during_the_pacing_is_the_next_rounds() {
+        let mut policy = policy(Duration::from_secs(600), Defence::NONE);
+        policy.overlap = true;
+        policy.min_time = Duration::from_millis(300);
+        let handle =
+            TrainerHandle::spawn(trainer(), policy, Arc::new(Counters::default())).unwrap();
+        handle.merges.try_send(ToTrainer::Skip).unwrap();
+        wait_until("round 1 published", || handle.rounds.borrow().is_some());
+        // Round 1 is still idling out its 300 ms: this answer is round 2's.
+        handle.merges.try_send(ToTrainer::Skip).unwrap();
+        wait_until("round 2 published", || {
+            handle
+                .rounds
+                .borrow()
+                .as_ref()
+                .is_some_and(|r| r.round >= 2)
+        });
     }
 }

@@ -4,7 +4,8 @@
 //! the fast one does not hold still comes from the slow one.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use murmur_node::averaging::fetch::{self, ErrorBudgets, FetchLimits, Rates};
+use libp2p::PeerId;
+use murmur_node::averaging::fetch::{self, ErrorBudgets, FetchLimits, Fetched, Rates};
 use murmur_node::node::RunningNode;
 use murmur_protocol::{FlatParams, Snapshot, TensorSpec};
 use murmur_tests::{dial_addr, options, start, wait_for};
@@ -23,6 +24,30 @@ fn model(seed: u32) -> Snapshot {
     let params =
         FlatParams::from_named(vec![(TensorSpec::f32("w", &[256 * 1024]), values)]).unwrap();
     Snapshot::build(&params, 16 * 1024).unwrap()
+}
+
+/// Fetches `snap` from `holders` into `client`'s store, failing the test with `what`.
+async fn pull(
+    client: &RunningNode,
+    snap: &Snapshot,
+    holders: &[PeerId],
+    budgets: &ErrorBudgets,
+    rates: &Rates,
+    what: &str,
+) -> Fetched {
+    let layout = snap.manifest.validate().unwrap();
+    fetch::fetch(
+        &client.client,
+        &client.store,
+        snap.id,
+        holders,
+        budgets,
+        rates,
+        LIMITS,
+        &layout,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{what}: {e}"))
 }
 
 /// Puts `snap` in `node`'s store, as if it had fetched it.
@@ -66,22 +91,18 @@ async fn fetches_measure_holders_and_prefer_the_faster_one() {
     // cannot arrive sooner than its bytes over 8 Mbit/s.
     let first = model(1);
     hold(&slow, &first);
-    let layout = first.manifest.validate().unwrap();
     let rates = Rates::default();
     let budgets = ErrorBudgets::new(100);
     let started = Instant::now();
-    let fetched = fetch::fetch(
-        &client.client,
-        &client.store,
-        first.id,
+    let fetched = pull(
+        &client,
+        &first,
         &[slow.peer_id],
         &budgets,
         &rates,
-        LIMITS,
-        &layout,
+        "fetch from the slow holder failed",
     )
-    .await
-    .unwrap_or_else(|e| panic!("fetch from the slow holder failed: {e}"));
+    .await;
     let took = started.elapsed();
     assert_eq!(fetched.chunks_fetched, 64);
     let floor = Duration::from_secs_f64(fetched.bytes as f64 * 8.0 / 8e6);
@@ -102,18 +123,15 @@ async fn fetches_measure_holders_and_prefer_the_faster_one() {
     // no request while the fast one is usable.
     let warm = model(2);
     hold(&fast, &warm);
-    fetch::fetch(
-        &client.client,
-        &client.store,
-        warm.id,
+    pull(
+        &client,
+        &warm,
         &[fast.peer_id],
         &budgets,
         &rates,
-        LIMITS,
-        &layout,
+        "fetch from the fast holder failed",
     )
-    .await
-    .unwrap_or_else(|e| panic!("fetch from the fast holder failed: {e}"));
+    .await;
     let fast_rate = rates
         .rate(&fast.peer_id)
         .expect("the fast holder was measured");
@@ -124,18 +142,15 @@ async fn fetches_measure_holders_and_prefer_the_faster_one() {
     let shared = model(3);
     hold(&fast, &shared);
     hold(&slow, &shared);
-    let fetched = fetch::fetch(
-        &client.client,
-        &client.store,
-        shared.id,
+    let fetched = pull(
+        &client,
+        &shared,
         &[slow.peer_id, fast.peer_id],
         &budgets,
         &rates,
-        LIMITS,
-        &layout,
+        "fetch from both holders failed",
     )
-    .await
-    .unwrap_or_else(|e| panic!("fetch from both holders failed: {e}"));
+    .await;
     let expected = murmur_protocol::assemble(
         &shared.manifest,
         &shared
@@ -162,17 +177,14 @@ async fn fetches_measure_holders_and_prefer_the_faster_one() {
     // still serve them).
     let only_slow = model(4);
     hold(&slow, &only_slow);
-    let fetched = fetch::fetch(
-        &client.client,
-        &client.store,
-        only_slow.id,
+    let fetched = pull(
+        &client,
+        &only_slow,
         &[fast.peer_id, slow.peer_id],
         &budgets,
         &rates,
-        LIMITS,
-        &layout,
+        "fetch of a model only the slow holder has failed",
     )
-    .await
-    .unwrap_or_else(|e| panic!("fetch of a model only the slow holder has failed: {e}"));
+    .await;
     assert_eq!(fetched.sources.get(&slow.peer_id), Some(&64));
 }

@@ -402,8 +402,8 @@ pub struct AveragingConfig {
     pub request_timeout_secs: u64,
     /// How this peer encodes the models it publishes: `f32`, `f16`, `bf16`, `int8` (per-block
     /// scale, 256 values a block) or `int8:<block>`; a peer reads every encoding whatever
-    /// its own, and checkpoints keep `f32`. Omitted: `int8` (a fifth of f32's bytes to the
-    /// same accuracy, docs/benchmarks.md).
+    /// its own, and checkpoints keep `f32`. Omitted: `int8` (about a quarter of f32's bytes
+    /// to the same accuracy, docs/benchmarks.md).
     #[serde(with = "text")]
     pub encoding: murmur_protocol::Encoding,
     /// Start each round's averaging when the round before it ends, so that fetching the

@@ -4,10 +4,13 @@
 //! Random manifests and chunks would almost never get past the hash checks, so the input is
 //! structured: a layout (names, shapes, possibly unsorted, empty or oversized), a chunk size,
 //! a total length (the layout's own, or any), the stream's bytes, and a list of tamperings
-//! (drop, add, cut, grow, flip a chunk, swap two, change an id). The manifest lists the hashes
-//! of the chunks as cut before tampering. Properties: never panics and allocates at most what
-//! the chunks hold (libFuzzer's malloc limit); on success the weights' bytes are exactly the
-//! chunks' bytes in order, and `Snapshot::build` of those weights gives back the same manifest.
+//! (drop, add, cut, grow, flip a chunk, swap two, change an id), in any encoding (f32, f16,
+//! bf16, int8 with any block size, valid or not). The manifest lists the hashes of the chunks
+//! as cut before tampering. Properties: never panics and allocates at most what the chunks
+//! hold (libFuzzer's malloc limit); every value decoded is finite unless the encoding carries
+//! non-finite values (f32, f16, bf16); for f32, on success the weights' bytes are exactly the
+//! chunks' bytes in order, and `Snapshot::build` of those weights gives back the same
+//! manifest.
 #![no_main]
 
 use arbitrary::Arbitrary;
@@ -41,6 +44,9 @@ struct Input {
     small_chunks: bool,
     /// `None`: the layout's own length; `Some`: this one (usually wrong).
     total_len: Option<u64>,
+    /// 0: f32, 1: f16, 2: bf16, else int8 with `block`.
+    encoding: u8,
+    block: u16,
     fill: Vec<u8>,
     tamper: Vec<Tamper>,
 }
@@ -65,8 +71,16 @@ fuzz_target!(|input: Input| {
     } else {
         input.chunk_size
     };
+    let encoding = match input.encoding {
+        0 => Encoding::F32Le,
+        1 => Encoding::F16Le,
+        2 => Encoding::Bf16Le,
+        _ => Encoding::Int8 {
+            block: u32::from(input.block),
+        },
+    };
     let own_len = Layout::from_sorted(tensors.clone())
-        .map(|l| l.byte_len())
+        .map(|l| l.encoded_len(encoding))
         .unwrap_or(0);
     let total_len = input.total_len.unwrap_or(own_len);
     let cut = chunk_size.max(1);
@@ -85,7 +99,7 @@ fuzz_target!(|input: Input| {
     let chunks = chunk_stream(&Bytes::from(stream), cut as usize);
     let mut manifest = Manifest {
         format_version: MANIFEST_FORMAT_VERSION,
-        encoding: Encoding::F32Le,
+        encoding,
         chunk_size,
         total_len,
         tensors,
@@ -141,6 +155,12 @@ fuzz_target!(|input: Input| {
     let Ok(params) = assemble(&manifest, &data) else {
         return;
     };
+    if let Encoding::Int8 { .. } = encoding {
+        assert!(params.all_finite(), "int8 decoded a non-finite value");
+    }
+    if encoding != Encoding::F32Le {
+        return;
+    }
     let joined: Vec<u8> = data.iter().flat_map(|d| d.iter().copied()).collect();
     assert_eq!(&params.to_le_bytes()[..], &joined[..]);
     let snap = Snapshot::build(&params, manifest.chunk_size).unwrap();

@@ -22,7 +22,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let layout = manifest.validate().unwrap();
-    assert_eq!(layout.byte_len(), manifest.total_len);
+    assert_eq!(layout.encoded_len(manifest.encoding), manifest.total_len);
     assert_eq!(layout.tensors(), &manifest.tensors[..]);
     let bytes = encode_manifest(&manifest).unwrap();
     assert_eq!(bytes, data, "manifest re-encodes differently");

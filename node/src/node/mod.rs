@@ -39,7 +39,7 @@ use crate::train::{TrainConfig, Trainer};
 use anyhow::Context;
 use libp2p::PeerId;
 use murmur_protocol::projection::project;
-use murmur_protocol::{Announce, Layout, ManifestId, MetricsSummary, Snapshot};
+use murmur_protocol::{Announce, FlatParams, Layout, ManifestId, MetricsSummary, Snapshot};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::collections::VecDeque;
@@ -287,7 +287,7 @@ struct NodeTask {
     /// The latest checkpoint write's error, until one succeeds.
     checkpoint_error: Option<String>,
     /// The latest announced model if it has not been checkpointed yet (written at shutdown).
-    unsaved: Option<(Snapshot, u64, u64)>,
+    unsaved: Option<(FlatParams, u64, u64)>,
     /// Where averaging tasks report what they did.
     averaged: mpsc::Sender<averaging::Done>,
     /// The latest averagings, oldest first.
@@ -383,8 +383,8 @@ impl NodeTask {
         if let Some(task) = averaging {
             task.abort();
         }
-        if let Some((snapshot, version, samples)) = self.unsaved.take() {
-            self.checkpoint(snapshot, version, samples).await;
+        if let Some((params, version, samples)) = self.unsaved.take() {
+            self.checkpoint(params, version, samples).await;
         }
         if let Err(e) = trainer.stop() {
             tracing::error!("training thread: {e}");
@@ -480,9 +480,10 @@ impl NodeTask {
         let chunk_size = self.opts.chunk_size;
         let seed = self.opts.network.network_id.clone();
         let encoding = self.opts.encoding;
-        // The checkpoint keeps the exact f32 model; peers are served it in the chosen
-        // encoding (the same snapshot when that is f32).
-        let (snapshot, encoded, projection) = tokio::task::spawn_blocking(move || {
+        // Peers are served the model in the chosen encoding (in f32 when that is f32, or
+        // when the encoding cannot carry this round's values); the checkpoint keeps the exact
+        // f32 model and builds its own snapshot when one is written.
+        let (served, projection) = tokio::task::spawn_blocking(move || {
             crate::cpu::on_comm_pool(move || {
                 let projection = project(params.values(), seed.as_bytes());
                 let encoded = match encoding {
@@ -498,15 +499,18 @@ impl NodeTask {
                         Err(other) => return Err(other.into()),
                     },
                 };
-                let snapshot = Snapshot::from_params(params, chunk_size)?;
-                anyhow::Ok((snapshot, encoded, projection))
+                let served = match encoded {
+                    Some(s) => s,
+                    None => Snapshot::from_params(params, chunk_size)?,
+                };
+                anyhow::Ok((served, projection))
             })
         })
         .await??;
         // A hostile node announces and serves a poisoned model; it checkpoints its own.
         let announced = match self.opts.hostile {
             Some(h) => h.snapshot(&round.params, chunk_size, &mut self.rng)?,
-            None => encoded.unwrap_or_else(|| snapshot.clone()),
+            None => served,
         };
         let stats = self.store.insert_own(&announced);
         tracing::debug!(
@@ -523,10 +527,10 @@ impl NodeTask {
             self.unsaved = None;
             // A failed write is logged, counted and retried later: training, serving and
             // announcing go on.
-            self.checkpoint(snapshot.clone(), version, round.samples)
+            self.checkpoint(round.params.clone(), version, round.samples)
                 .await;
         } else {
-            self.unsaved = Some((snapshot.clone(), version, round.samples));
+            self.unsaved = Some((round.params.clone(), version, round.samples));
         }
 
         self.core.announced(OwnModel {
@@ -610,11 +614,8 @@ impl NodeTask {
     /// Writes a checkpoint; on failure logs the path and the cause, counts it, keeps the
     /// model to write at shutdown and backs off. Never fails the caller: a full disk or a
     /// read-only data dir must not stop training or serving.
-    async fn checkpoint(&mut self, snapshot: Snapshot, version: u64, samples: u64) {
-        match self
-            .save_checkpoint(snapshot.clone(), version, samples)
-            .await
-        {
+    async fn checkpoint(&mut self, params: FlatParams, version: u64, samples: u64) {
+        match self.save_checkpoint(params.clone(), version, samples).await {
             Ok(()) => {
                 Counters::inc(&self.counters.checkpoints);
                 if self.checkpoint_failing > 0 {
@@ -642,7 +643,7 @@ impl NodeTask {
                     "checkpoint not written (training and serving go on; the previous checkpoint stays): {error}"
                 );
                 self.checkpoint_error = Some(error);
-                self.unsaved = Some((snapshot, version, samples));
+                self.unsaved = Some((params, version, samples));
             }
         }
     }
@@ -650,13 +651,17 @@ impl NodeTask {
     /// Writes a checkpoint off the async runtime.
     async fn save_checkpoint(
         &self,
-        snapshot: Snapshot,
+        params: FlatParams,
         version: u64,
         samples: u64,
     ) -> anyhow::Result<()> {
         let path = checkpoint::checkpoint_path(&self.opts.data_dir);
+        let chunk_size = self.opts.chunk_size;
         tokio::task::spawn_blocking(move || {
-            crate::cpu::on_comm_pool(|| checkpoint::save(&path, version, samples, &snapshot))
+            crate::cpu::on_comm_pool(|| {
+                let snapshot = Snapshot::from_params(params, chunk_size)?;
+                anyhow::Ok(checkpoint::save(&path, version, samples, &snapshot)?)
+            })
         })
         .await??;
         Ok(())

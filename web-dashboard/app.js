@@ -102,7 +102,8 @@ function drawPeers() {
   const rows = [...net.peers].sort((a, b) => {
     const [x, y] = [value(a), value(b)];
     // Strings by code unit, not locale: peer ids are case-sensitive base58. Unknown values
-    // (no bytes per merge before a merge) sort below every known one.
+    // (no bytes per merge before a merge) come after every known one ascending, before
+    // them descending.
     const c = x == null || y == null ? (x == null) - (y == null)
       : typeof x === "string" ? (x < y ? -1 : x > y ? 1 : 0) : x - y;
     return asc ? c : -c;

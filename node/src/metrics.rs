@@ -132,7 +132,7 @@ pub struct CounterSnapshot {
     /// CPU time of the async runtime's threads, microseconds.
     #[serde(default)]
     pub runtime_cpu_micros: u64,
-    /// CPU time of the whole process (user + system), microseconds (1/100 s resolution).
+    /// CPU time of the whole process (user + system), microseconds (`CLOCK_PROCESS_CPUTIME_ID`).
     #[serde(default)]
     pub process_cpu_micros: u64,
     /// Resource utilization: `train_cpu_micros / process_cpu_micros` (0..=1), since start.

@@ -212,11 +212,6 @@ impl Link {
         let mut q = self.queues.lock().unwrap_or_else(|e| e.into_inner());
         q.receive(&self.spec, now, bytes)
     }
-
-    /// The link emulated.
-    pub fn spec(&self) -> LinkSpec {
-        self.spec
-    }
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 //! consensus distance, traffic rates and merges. Owns only its ring buffer; the recorder task
 //! is its one writer (fed from status snapshots), the HTTP API only reads.
 
-use crate::node::NodeStatus;
+use crate::status::NodeStatus;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, RwLock};
@@ -197,7 +197,7 @@ mod tests {
         let mut now = before.clone();
         now.counters.bytes_received = 3000;
         now.counters.bytes_sent = 500;
-        now.peers.push(crate::node::PeerView {
+        now.peers.push(crate::status::PeerView {
             peer_id: "other".into(),
             manifest: String::new(),
             version: 7,

@@ -167,6 +167,9 @@ pub struct CounterSnapshot {
     /// Connections that failed or were refused before they were established.
     #[serde(default)]
     pub connections_failed: u64,
+    /// Network events dropped because the node task's queue was full.
+    #[serde(default)]
+    pub events_dropped: u64,
 }
 
 impl Counters {
@@ -259,6 +262,7 @@ impl Counters {
             busy_sent: r(&traffic.busy_sent),
             busy_received: r(&traffic.busy_received),
             connections_failed: r(&traffic.connections_failed),
+            events_dropped: r(&traffic.events_dropped),
         }
     }
 }

@@ -61,7 +61,7 @@ pub struct RunArgs {
     /// Play a hostile peer, for tests and attack runs only: scale:<factor>, random,
     /// samples-max, version-max, dup-chunks, unservable or layout (docs/security.md).
     #[arg(long, hide = true)]
-    pub hostile: Option<crate::node::Hostile>,
+    pub hostile: Option<crate::hostile::Hostile>,
 }
 
 impl RunArgs {
@@ -141,7 +141,7 @@ pub fn options(cfg: &NodeConfig) -> NodeOptions {
         round: RoundPolicy {
             steps: a.round_steps as u64,
             max_time: a.round_time_limit(),
-            min_time: crate::node::MIN_ROUND_TIME,
+            min_time: crate::train::round::MIN_ROUND_TIME,
             eval_every: EVAL_EVERY,
             merge_wait: a.merge_wait(),
             overlap: a.overlap,
@@ -193,7 +193,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<()> {
     if let Some(h) = args.hostile {
         tracing::warn!("playing a hostile peer: {h}");
         opts.hostile = Some(h);
-        opts.network.never_answer = h == crate::node::Hostile::Unservable;
+        opts.network.never_answer = h == crate::hostile::Hostile::Unservable;
     }
     let node = node::start(opts).await.context("starting the node")?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

@@ -6,8 +6,9 @@
 
 use crate::config::{NodeConfig, template};
 use crate::data::{DatasetName, Partition, ShardSpec};
+use crate::hostile::Hostile;
 use crate::model::ModelKind;
-use crate::node::{Hostile, NodeStatus};
+use crate::status::NodeStatus;
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;

@@ -41,12 +41,13 @@ async fn pull(
         &client.store,
         snap.id,
         holders,
-        budgets,
+        budgets.clone(),
         rates,
         LIMITS,
         &layout,
     )
     .await
+    .0
     .unwrap_or_else(|e| panic!("{what}: {e}"))
 }
 

@@ -111,15 +111,13 @@ async fn connect(from: &Net, to: &Net, deadline: Duration) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_blocked_peer_is_cut_off_both_ways_until_the_block_ends() {
-    const BLOCK: Duration = Duration::from_secs(2);
+async fn a_blocked_peer_is_cut_off_both_ways_until_unblocked() {
     let timeout = Duration::from_secs(3);
     let a = Net::start(config(timeout, false), ChunkStore::new(1 << 20)).await;
     let b = Net::start(config(timeout, false), ChunkStore::new(1 << 20)).await;
     connect(&b, &a, Duration::from_secs(10)).await;
 
-    let blocked_at = Instant::now();
-    a.client.block(b.id(), BLOCK).await;
+    a.client.block(b.id()).await;
     let status = poll(&a.client, "b disconnected", Duration::from_secs(5), |s| {
         !s.connected.contains(&b.id())
     })
@@ -144,20 +142,20 @@ async fn a_blocked_peer_is_cut_off_both_ways_until_the_block_ends() {
         matches!(request, Err(RequestError::Failed { .. })),
         "a blocked peer's request went through: {request:?}"
     );
-    assert!(
-        blocked_at.elapsed() < BLOCK,
-        "the checks above took the whole block; lengthen BLOCK"
-    );
     assert!(!a.connected_to(&b).await, "a accepted a blocked peer");
-
-    // After the block: b gets in again, and never before the block ended.
-    connect(&b, &a, Duration::from_secs(10)).await;
+    // The block lasts until it is lifted (the averaging core decides when).
+    let redial = b.client.dial(a.addr.clone()).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
-        blocked_at.elapsed() >= BLOCK,
-        "b reconnected after {:?}, inside a block of {BLOCK:?}",
-        blocked_at.elapsed()
+        !a.connected_to(&b).await,
+        "a accepted a blocked peer's dial ({redial:?})"
     );
+    assert_eq!(a.client.status().await.blocked, vec![b.id()]);
+
+    // Unblocked: b gets in again.
+    a.client.unblock(b.id()).await;
     assert!(a.client.status().await.blocked.is_empty());
+    connect(&b, &a, Duration::from_secs(10)).await;
     let answer = b
         .client
         .request(a.id(), Request::Manifest(ManifestId::from_bytes([7; 32])))
@@ -166,15 +164,15 @@ async fn a_blocked_peer_is_cut_off_both_ways_until_the_block_ends() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn blocking_for_zero_unblocks_at_once() {
+async fn unblocking_lifts_a_block_at_once() {
     let timeout = Duration::from_secs(3);
     let a = Net::start(config(timeout, false), ChunkStore::new(1 << 20)).await;
     let b = Net::start(config(timeout, false), ChunkStore::new(1 << 20)).await;
-    a.client.block(b.id(), Duration::from_secs(3600)).await;
+    a.client.block(b.id()).await;
     // Blocking oneself is ignored.
-    a.client.block(a.id(), Duration::from_secs(3600)).await;
+    a.client.block(a.id()).await;
     assert_eq!(a.client.status().await.blocked, vec![b.id()]);
-    a.client.block(b.id(), Duration::ZERO).await;
+    a.client.unblock(b.id()).await;
     assert!(a.client.status().await.blocked.is_empty());
     connect(&b, &a, Duration::from_secs(10)).await;
 }
@@ -233,15 +231,15 @@ async fn a_fetch_charges_a_silent_holder_and_finishes_from_an_honest_one() {
     connect(&fetcher, &honest, Duration::from_secs(10)).await;
 
     let deadline = Duration::from_secs(8);
-    let budgets = ErrorBudgets::new(5);
+    let mut budgets = ErrorBudgets::new(5);
     let started = Instant::now();
-    let fetched = fetch::fetch(
+    let (fetched, ledger) = fetch::fetch(
         &fetcher.client,
         &store,
         snap.id,
         // The silent holder first: it is asked for the manifest and for chunks.
         &[silent.id(), honest.id()],
-        &budgets,
+        budgets.clone(),
         &Rates::default(),
         FetchLimits {
             per_peer_inflight: 2,
@@ -249,8 +247,9 @@ async fn a_fetch_charges_a_silent_holder_and_finishes_from_an_honest_one() {
         },
         &snap.manifest.validate().unwrap(),
     )
-    .await
-    .unwrap_or_else(|e| panic!("fetch failed: {e}"));
+    .await;
+    let fetched = fetched.unwrap_or_else(|e| panic!("fetch failed: {e}"));
+    budgets.settle(&ledger);
     assert!(started.elapsed() < deadline);
     assert_eq!(fetched.chunks_fetched, snap.chunks.len());
     assert_eq!(fetched.sources.get(&honest.id()), Some(&snap.chunks.len()));

@@ -2,7 +2,7 @@
 //! merging with each other; a peer started later that knows only a surviving peer joins.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use murmur_node::node::NodeStatus;
+use murmur_node::status::NodeStatus;
 use murmur_tests::{LiveNetwork, dial_addr, options, start, wait_for};
 use std::collections::HashSet;
 use std::time::Duration;

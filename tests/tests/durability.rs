@@ -83,7 +83,7 @@ async fn an_unwritable_data_dir_is_reported_retried_and_the_node_trains_and_serv
     .await;
     let node_id = node.peer_id.to_string();
     // Models of the node the peer fetched and merged (its latest averagings).
-    let merged_from_node = |s: &murmur_node::node::NodeStatus| {
+    let merged_from_node = |s: &murmur_node::status::NodeStatus| {
         s.averagings
             .iter()
             .flat_map(|a| a.models.iter())

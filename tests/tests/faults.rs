@@ -61,20 +61,22 @@ async fn corrupted_chunks_are_caught_charged_and_fetched_from_another_holder() {
 
     // Ask the bad peer first: every chunk it sends fails verification, is charged to it, and
     // is fetched again from the honest holder.
-    let budgets = ErrorBudgets::new(100);
+    let mut budgets = ErrorBudgets::new(100);
     let layout = layout_of(&honest.store, &id);
-    let fetched = fetch::fetch(
+    let (fetched, ledger) = fetch::fetch(
         &client.client,
         &client.store,
         id,
         &[bad.peer_id, honest.peer_id],
-        &budgets,
+        budgets.clone(),
         &Rates::default(),
         LIMITS,
         &layout,
     )
-    .await
-    .unwrap_or_else(|e| panic!("fetch failed: {e}"));
+    .await;
+    let fetched = fetched.unwrap_or_else(|e| panic!("fetch failed: {e}"));
+    // What the fetch charged and forgave, as the averaging core applies it.
+    budgets.settle(&ledger);
     assert_eq!(
         fetched.params, original,
         "the fetched model is exactly the original"
@@ -220,12 +222,13 @@ async fn a_late_joiner_adopts_the_networks_model_and_catches_up() {
         &nodes[1].store,
         id,
         &[nodes[0].peer_id],
-        &budgets,
+        budgets.clone(),
         &Rates::default(),
         LIMITS,
         &layout,
     )
     .await
+    .0
     .unwrap_or_else(|e| panic!("second holder's fetch: {e}"));
     let chunks = copy.chunks_fetched + copy.chunks_reused;
     assert!(chunks >= 2, "the model spans several chunks ({chunks})");
@@ -236,7 +239,7 @@ async fn a_late_joiner_adopts_the_networks_model_and_catches_up() {
         &empty,
         id,
         &[nodes[0].peer_id, nodes[1].peer_id],
-        &budgets,
+        budgets.clone(),
         &Rates::default(),
         FetchLimits {
             per_peer_inflight: 1,
@@ -245,6 +248,7 @@ async fn a_late_joiner_adopts_the_networks_model_and_catches_up() {
         &layout,
     )
     .await
+    .0
     .unwrap_or_else(|e| panic!("late joiner's fetch: {e}"));
     assert_eq!(fetched.params, copy.params);
     assert_eq!(

@@ -3,7 +3,7 @@
 //! model, and the hostile peer ends up charged and blocked by the honest ones. The attack
 //! matrix with real peer processes is `node/tests/hostile.rs` (`murmur bench hostile`).
 
-use murmur_node::node::Hostile;
+use murmur_node::hostile::Hostile;
 use murmur_tests::{dial_addr, options, start, wait_for};
 use std::time::Duration;
 

@@ -5,7 +5,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use murmur_node::network::access::{Access, parse_psk};
-use murmur_node::node::{NodeOptions, NodeStatus, RunningNode};
+use murmur_node::node::{NodeOptions, RunningNode};
+use murmur_node::status::NodeStatus;
 use murmur_tests::{dial_addr, options, start, wait_for};
 use std::time::{Duration, Instant};
 

@@ -50,7 +50,7 @@ async fn a_node_pulls_another_nodes_model_verified_chunk_by_chunk() {
         &b.store,
         id,
         &[a.peer_id],
-        &ErrorBudgets::new(3),
+        ErrorBudgets::new(3),
         &Rates::default(),
         FetchLimits {
             per_peer_inflight: 4,
@@ -59,6 +59,7 @@ async fn a_node_pulls_another_nodes_model_verified_chunk_by_chunk() {
         &layout,
     )
     .await
+    .0
     .unwrap_or_else(|e| panic!("fetch failed: {e}"));
     let original = match a.store.assemble(&id) {
         Ok(p) => p,
@@ -72,17 +73,17 @@ async fn a_node_pulls_another_nodes_model_verified_chunk_by_chunk() {
     );
 
     // A model of another shape is refused on its manifest (before any chunk is fetched:
-    // `fetch::tests`), and its server is charged as for a refused model.
+    // `fetch::state::tests`), and its server is charged as for a refused model.
     let mut other = layout.tensors().to_vec();
     other.push(murmur_protocol::tensor::TensorSpec::f32("zz.extra", &[16]));
     let other = murmur_protocol::Layout::new(other).unwrap();
-    let budgets = ErrorBudgets::new(100);
-    let refused = fetch::fetch(
+    let mut budgets = ErrorBudgets::new(100);
+    let (refused, ledger) = fetch::fetch(
         &b.client,
         &ChunkStore::new(64 << 20),
         id,
         &[a.peer_id],
-        &budgets,
+        budgets.clone(),
         &Rates::default(),
         FetchLimits {
             per_peer_inflight: 4,
@@ -95,6 +96,7 @@ async fn a_node_pulls_another_nodes_model_verified_chunk_by_chunk() {
         matches!(refused, Err(fetch::FetchError::Layout { .. })),
         "{refused:?}"
     );
+    budgets.settle(&ledger);
     assert_eq!(
         budgets.snapshot(),
         vec![(a.peer_id, fetch::LAYOUT_CHARGES)],

@@ -1,7 +1,7 @@
 //! `GET /metrics`: the node's counters and gauges in the Prometheus / OpenMetrics text format
 //! (prefix `murmur_`), encoded by `prometheus-client` from a status snapshot at each scrape.
 
-use crate::node::NodeStatus;
+use crate::status::NodeStatus;
 use prometheus_client::encoding::text::encode as encode_text;
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
@@ -16,7 +16,7 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 pub fn encode(s: &NodeStatus) -> Result<String, std::fmt::Error> {
     let c = &s.counters;
     let mut r = Registry::with_prefix("murmur");
-    let counters: [(&str, &str, u64); 18] = [
+    let counters: [(&str, &str, u64); 19] = [
         (
             "rounds",
             "Training rounds completed, each announcing a model",
@@ -93,6 +93,11 @@ pub fn encode(s: &NodeStatus) -> Result<String, std::fmt::Error> {
             "connections_failed",
             "Connections that failed or were refused before being established",
             c.connections_failed,
+        ),
+        (
+            "events_dropped",
+            "Network events dropped because the node task's queue was full",
+            c.events_dropped,
         ),
         (
             "samples_trained",

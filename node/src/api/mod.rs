@@ -10,7 +10,8 @@ mod views;
 pub use views::{NetworkPeer, NetworkView};
 
 use crate::history::{History, HistoryPoint};
-use crate::node::{NodeEvent, NodeStatus, RunningNode};
+use crate::node::RunningNode;
+use crate::status::{NodeEvent, NodeStatus};
 use axum::extract::{Query, State};
 use axum::http::header;
 use axum::response::sse::{Event, KeepAlive, Sse};

@@ -2,7 +2,7 @@
 //! Each peer's CPU shares and bytes per merge come from its announcements (this node's from
 //! its own counters).
 
-use crate::node::NodeStatus;
+use crate::status::NodeStatus;
 use serde::{Deserialize, Serialize};
 
 /// One peer of the network view (this node included, with `is_self`).

@@ -14,7 +14,7 @@
 //! the model and run where it lives, in the shared pure [`super::robust`] code; their
 //! verdicts come back here as [`Fate`]s and are charged here.
 
-use super::budgets::ErrorBudgets;
+use super::budgets::{ErrorBudgets, Ledger};
 use super::peers::{Heard, Heed, PeerTable};
 use super::policy::{Known, PartnerModel, Policy};
 use murmur_protocol::{Announce, ManifestId};
@@ -229,9 +229,15 @@ impl<P: Copy + Ord> Core<P> {
         }
     }
 
-    /// The error budgets (a clone shares the table: fetches charge bad chunks into it).
+    /// The error budgets, read-only: a fetch works on a copy ([`super::budgets::Tally`])
+    /// and returns a [`Ledger`] for [`Core::settle`].
     pub fn budgets(&self) -> &ErrorBudgets<P> {
         &self.budgets
+    }
+
+    /// Applies the charges and pardons a fetch recorded.
+    pub fn settle(&mut self, ledger: &Ledger<P>) {
+        self.budgets.settle(ledger);
     }
 
     /// Every peer heard and not forgotten, with its latest announcement.
@@ -276,7 +282,7 @@ impl<P: Copy + Ord> Core<P> {
 
     /// An announcement from `from` failed validation: one charge.
     pub fn announcement_rejected(&mut self, from: P) {
-        self.budgets.charge(from);
+        self.budgets.charge(from, 1);
     }
 
     /// The trainer finished a round at `now` (`finite`: its weights and loss are finite).
@@ -404,14 +410,15 @@ impl<P: Copy + Ord> Core<P> {
 
     /// The averaging planned last ended: each partner's fate (in the plan's order) is
     /// charged (a refused model, [`REJECTED_MODEL_CHARGES`]) or forgiven (a taken one, one
-    /// charge). Fetch failures were charged by the fetch itself. Returns the outcome.
+    /// charge). What its fetches recorded comes in their ledgers ([`Core::settle`]).
+    /// Returns the outcome.
     pub fn averaging_done(&mut self, plan: &Plan<P>, fates: &[Fate]) -> Outcome {
         self.averaging = false;
         for (partner, fate) in plan.partners.iter().zip(fates) {
             let peer = partner.known.peer;
             match fate {
                 Fate::Adopted | Fate::Merged => self.budgets.forgive(peer),
-                Fate::Refused => self.budgets.charge_n(peer, REJECTED_MODEL_CHARGES),
+                Fate::Refused => self.budgets.charge(peer, REJECTED_MODEL_CHARGES),
                 Fate::Unfetched | Fate::Unjudged => {}
             }
         }
@@ -684,7 +691,9 @@ mod tests {
         let mut core = started(2, Duration::ZERO);
         core.hear(S, 1, announce(1, 2));
         core.hear(S, 2, announce(2, 2));
-        core.budgets().charge_n(1, 8);
+        let mut tally = crate::averaging::budgets::Tally::new(core.budgets().clone());
+        tally.charge(1, 8);
+        core.settle(&tally.into_ledger());
         let later = S + BLOCK_IF_HEARD_WITHIN + S;
         let actions = core.tick(later, &[]);
         assert!(!actions.iter().any(|a| matches!(a, Action::Block { .. })));

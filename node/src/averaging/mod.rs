@@ -6,9 +6,11 @@
 //! the peers that hold it ([`fetch`], async), preferring those that deliver faster ([`rates`]). The node task and the simulator each drive one
 //! core per peer and carry out its actions; the training code applies the merge.
 
+pub mod announce;
 pub mod budgets;
 pub mod core;
 pub mod fetch;
+pub mod offer;
 pub mod outer;
 pub mod peers;
 pub mod policy;

@@ -13,7 +13,7 @@
 use libp2p::PeerId;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Share of the earlier measurements a new one keeps.
 pub const KEEP: f64 = 0.75;
@@ -135,10 +135,11 @@ fn per_sec(r: &Rate) -> f64 {
 }
 
 /// One fetch's view of when each peer became busy: turns request starts and ends into the
-/// busy stretches [`Rates::record`] wants. Pure: the time is an argument.
+/// busy stretches [`Rates::record`] wants. Pure: the time (since the caller's start) is an
+/// argument.
 #[derive(Debug)]
 pub struct Busy<P = PeerId> {
-    since: BTreeMap<P, Instant>,
+    since: BTreeMap<P, Duration>,
 }
 
 impl<P> Default for Busy<P> {
@@ -151,7 +152,7 @@ impl<P> Default for Busy<P> {
 
 impl<P: Copy + Ord> Busy<P> {
     /// A request to `peer` was sent at `now`, with `inflight` of ours already in flight to it.
-    pub fn sent(&mut self, peer: P, inflight: usize, now: Instant) {
+    pub fn sent(&mut self, peer: P, inflight: usize, now: Duration) {
         if inflight == 0 {
             self.since.insert(peer, now);
         }
@@ -160,13 +161,13 @@ impl<P: Copy + Ord> Busy<P> {
     /// A request to `peer` ended at `now`, leaving `inflight` in flight; returns the busy
     /// time to charge the bytes it delivered to (since it became busy, or since its last
     /// answer).
-    pub fn ended(&mut self, peer: P, inflight: usize, now: Instant) -> Option<Duration> {
+    pub fn ended(&mut self, peer: P, inflight: usize, now: Duration) -> Option<Duration> {
         let since = if inflight == 0 {
             self.since.remove(&peer)
         } else {
             self.since.insert(peer, now)
         };
-        since.map(|s| now.saturating_duration_since(s))
+        since.map(|s| now.saturating_sub(s))
     }
 }
 
@@ -220,7 +221,7 @@ mod tests {
 
     #[test]
     fn busy_time_runs_from_the_first_request_to_each_answer() {
-        let t0 = Instant::now();
+        let t0 = Duration::from_secs(1);
         let mut busy = Busy::<u32>::default();
         busy.sent(1, 0, t0);
         busy.sent(1, 1, t0 + 10 * MS); // already busy: the stretch still starts at t0

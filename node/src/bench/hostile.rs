@@ -8,8 +8,8 @@
 
 use crate::averaging::robust::Aggregation;
 use crate::data::{self, DatasetName, Partition};
+use crate::hostile::Hostile;
 use crate::model::ModelKind;
-use crate::node::Hostile;
 use crate::store::checkpoint;
 use crate::testnet::{self, HostileSpec, TestnetArgs, TestnetSummary, Tuning};
 use crate::train::Trainer;

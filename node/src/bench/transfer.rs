@@ -148,12 +148,13 @@ async fn murmur_round(snapshot: &Snapshot, inflight: usize) -> anyhow::Result<Du
         &store,
         snapshot.id,
         &[server.peer_id()],
-        &ErrorBudgets::new(3),
+        ErrorBudgets::new(3),
         &Rates::default(),
         limits,
         &snapshot.manifest.validate()?,
     )
-    .await?;
+    .await
+    .0?;
     let elapsed = t.elapsed();
     anyhow::ensure!(
         fetched.chunks_fetched == snapshot.chunks.len(),

@@ -30,6 +30,9 @@ pub struct Traffic {
     /// Connections, inbound or outbound, that failed or were refused before they were
     /// established (a handshake under another pre-shared key, a peer not allowed, a limit).
     pub connections_failed: AtomicU64,
+    /// Network events dropped because the node task's queue was full (the node task was
+    /// behind; the news they carried was stale by then).
+    pub events_dropped: AtomicU64,
 }
 
 /// Bytes reserved for a frame's body before any arrives (it grows as they do).

@@ -1,6 +1,6 @@
 //! The task that owns the `Swarm`. It `select!`s over swarm events, client commands and its
-//! timers (Kademlia random walk, bootstrap redial, block expiry); answers sync requests from
-//! the chunk store at once; validates gossip; blocks and penalizes peers as told; and settles
+//! timers (Kademlia random walk, bootstrap redial); answers sync requests from
+//! the chunk store at once; validates gossip; blocks, unblocks and penalizes peers as told (the averaging core decides); and settles
 //! every pending request on success, failure, timeout or shutdown.
 
 use super::behaviour::{self, Behaviour, BehaviourEvent};
@@ -31,13 +31,7 @@ const RANDOM_WALK_EVERY: Duration = Duration::from_secs(30);
 /// restarted, a link was cut or a partition healed).
 const REDIAL_EVERY: Duration = Duration::from_secs(10);
 
-/// How often expired blocks are lifted.
-const UNBLOCK_EVERY: Duration = Duration::from_secs(1);
-
-/// Longest block; a longer one is cut to this (a week: a restart forgets blocks anyway).
-const MAX_BLOCK: Duration = Duration::from_secs(7 * 24 * 3600);
-
-/// Most peers blocked at once; blocking one more first lifts the block that ends soonest.
+/// Most peers blocked at once; blocking one more first lifts the oldest block.
 const MAX_BLOCKED: usize = 1024;
 
 /// Most unanswered inbound requests held open under `never_answer`; the oldest is dropped
@@ -58,7 +52,7 @@ pub struct EventLoop {
     topic: gossipsub::IdentTopic,
     /// The peer found at each bootstrap address given without `/p2p/<id>`.
     bootstrap_peers: HashMap<Multiaddr, PeerId>,
-    /// Blocked peers and when each block ends (at most [`MAX_BLOCKED`]).
+    /// Blocked peers and when each block began (at most [`MAX_BLOCKED`]).
     blocked: HashMap<PeerId, Instant>,
     /// Inbound requests held open unanswered (`never_answer` only).
     unanswered: VecDeque<ResponseChannel<Response>>,
@@ -154,8 +148,6 @@ impl EventLoop {
         let mut walk = tokio::time::interval(RANDOM_WALK_EVERY);
         let mut redial = tokio::time::interval(REDIAL_EVERY);
         redial.tick().await;
-        let mut unblock = tokio::time::interval(UNBLOCK_EVERY);
-        unblock.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut forget = tokio::time::interval(FORGET_IDLE_EVERY);
         forget.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -166,7 +158,6 @@ impl EventLoop {
                     None => break,
                 },
                 _ = redial.tick() => self.redial(),
-                _ = unblock.tick() => self.unblock_expired(Instant::now()),
                 _ = forget.tick() => self.serving.forget_idle(std::time::Instant::now()),
                 _ = walk.tick() => {
                     if let Some(kad) = self.swarm.behaviour_mut().kad.as_mut() {
@@ -221,31 +212,26 @@ impl EventLoop {
         }
     }
 
-    /// Blocks `peer` until `duration` from now (or later, if it already is); zero unblocks.
-    fn block(&mut self, peer: PeerId, duration: Duration) {
+    /// Blocks `peer` until it is unblocked (at most [`MAX_BLOCKED`] peers at once; blocking
+    /// one more first lifts the oldest block).
+    fn block(&mut self, peer: PeerId) {
         if peer == *self.swarm.local_peer_id() {
             return;
         }
-        if duration.is_zero() {
-            self.unblock(peer);
-            return;
-        }
-        let until = Instant::now() + duration.min(MAX_BLOCK);
         if !self.blocked.contains_key(&peer)
             && self.blocked.len() >= MAX_BLOCKED
-            && let Some(soonest) = self
+            && let Some(oldest) = self
                 .blocked
                 .iter()
-                .min_by_key(|(_, until)| **until)
+                .min_by_key(|(_, since)| **since)
                 .map(|(p, _)| *p)
         {
-            self.unblock(soonest);
+            self.unblock(oldest);
         }
-        let entry = self.blocked.entry(peer).or_insert(until);
-        *entry = (*entry).max(until);
+        self.blocked.entry(peer).or_insert_with(Instant::now);
         // Closes every connection to the peer and refuses new ones, both ways.
         self.swarm.behaviour_mut().blocked.block_peer(peer);
-        tracing::info!(%peer, ?duration, "blocked");
+        tracing::info!(%peer, "blocked");
     }
 
     fn unblock(&mut self, peer: PeerId) {
@@ -255,21 +241,9 @@ impl EventLoop {
         }
     }
 
-    /// Lifts every block that ended by `now`.
-    fn unblock_expired(&mut self, now: Instant) {
-        let expired: Vec<PeerId> = self
-            .blocked
-            .iter()
-            .filter(|(_, until)| **until <= now)
-            .map(|(p, _)| *p)
-            .collect();
-        for peer in expired {
-            self.unblock(peer);
-        }
-    }
-
     fn emit(&mut self, event: Event) {
         if self.events.try_send(event).is_err() {
+            self.traffic.events_dropped.fetch_add(1, Ordering::Relaxed);
             tracing::debug!("event queue full or closed; dropping an event");
         }
     }
@@ -565,7 +539,8 @@ impl EventLoop {
             Command::Disconnect { peer } => {
                 let _ = self.swarm.disconnect_peer_id(peer);
             }
-            Command::Block { peer, duration } => self.block(peer, duration),
+            Command::Block { peer } => self.block(peer),
+            Command::Unblock { peer } => self.unblock(peer),
             Command::Penalize { peer, charges } => {
                 let score = -f64::from(charges) * behaviour::PENALTY_PER_CHARGE;
                 // False when gossipsub keeps no score for the peer: nothing to lower.

@@ -137,10 +137,13 @@ pub(crate) enum Command {
     Disconnect {
         peer: PeerId,
     },
-    /// Block a peer for a while (zero: unblock it now).
+    /// Block a peer until told to unblock it.
     Block {
         peer: PeerId,
-        duration: Duration,
+    },
+    /// Lift a peer's block.
+    Unblock {
+        peer: PeerId,
     },
     /// Set a peer's application score from its charges.
     Penalize {
@@ -201,12 +204,17 @@ impl Client {
         let _ = self.commands.send(Command::Disconnect { peer }).await;
     }
 
-    /// Closes every connection to `peer` and refuses new ones, inbound and outbound, for
-    /// `duration`, at most a week (a peer already blocked stays blocked until the later of
-    /// both ends). A zero duration unblocks it at once. A bootstrap peer may be blocked too:
-    /// it is redialled once the block ends. Blocking this node itself is ignored.
-    pub async fn block(&self, peer: PeerId, duration: Duration) {
-        let _ = self.commands.send(Command::Block { peer, duration }).await;
+    /// Closes every connection to `peer` and refuses new ones, inbound and outbound, until
+    /// [`Client::unblock`]: the averaging core decides how long a block lasts, the event
+    /// loop only carries it out. A bootstrap peer may be blocked too: it is redialled once
+    /// unblocked. Blocking this node itself is ignored.
+    pub async fn block(&self, peer: PeerId) {
+        let _ = self.commands.send(Command::Block { peer }).await;
+    }
+
+    /// Lifts `peer`'s block.
+    pub async fn unblock(&self, peer: PeerId) {
+        let _ = self.commands.send(Command::Unblock { peer }).await;
     }
 
     /// Sets `peer`'s gossipsub application score to `-charges` times [`PENALTY_PER_CHARGE`]

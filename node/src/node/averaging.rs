@@ -1,16 +1,22 @@
 //! One averaging, as a task the node spawns to carry out the core's [`Plan`]: fetch the
 //! partners' models from the holders the plan names (only if their layout is ours; a
 //! straggler is not waited for long once one model is in), hand them to the training thread
-//! with the plan's weights, and report each partner's [`Fate`] (the core charges the peers
-//! whose models were refused) with an [`AveragingEvent`]. It owns nothing past its run: the
-//! core chose the partners and the training thread does the merge.
+//! as the shared [`offer`] builds them, and report each partner's [`Fate`] (the core charges
+//! the peers whose models were refused) with an [`AveragingEvent`] and what the fetches
+//! charged and forgave (their [`Ledger`]s, which the core applies; a straggler's comes in a
+//! later [`Report::Late`]). It owns nothing past its run: the core chose the partners and
+//! owns the charges, and the training thread does the merge.
 
-use super::{AveragingEvent, ModelFetch, VERDICT_WAIT};
+use super::VERDICT_WAIT;
 use crate::averaging::core::{Fate, Outcome, Plan};
-use crate::averaging::fetch::{self, ErrorBudgets, FetchError, FetchLimits, Fetched, Rates};
+use crate::averaging::fetch::{
+    self, ErrorBudgets, FetchError, FetchLimits, Fetched, Ledger, Rates,
+};
+use crate::averaging::offer::{self, STRAGGLER_WAIT};
 use crate::averaging::robust::{Rejection, Taken};
 use crate::metrics::Counters;
 use crate::network::Client;
+use crate::status::{AveragingEvent, ModelFetch};
 use crate::store::ChunkStore;
 use crate::train::worker::ToTrainer;
 use futures::StreamExt;
@@ -18,7 +24,7 @@ use futures::stream::FuturesUnordered;
 use libp2p::PeerId;
 use murmur_protocol::Layout;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 
 /// Everything one averaging needs.
@@ -27,37 +33,42 @@ pub struct Job {
     pub layout: Layout,
     pub client: Client,
     pub store: ChunkStore,
+    /// The core's error budgets when the averaging started (each fetch charges a copy).
     pub budgets: ErrorBudgets,
     /// The node's measured delivery rate per peer (shared by every fetch).
     pub rates: Rates,
     pub counters: Arc<Counters>,
     pub limits: FetchLimits,
     pub merges: mpsc::Sender<ToTrainer>,
-    pub report: mpsc::Sender<Done>,
+    pub report: mpsc::Sender<Report>,
     /// When the node started (events are timed from it).
     pub node_started: Instant,
 }
 
-/// What an averaging reports: its plan, each partner's fate in the plan's order, and the
-/// event for the status page (its `outcome` set by the core).
+/// What an averaging reports.
 #[derive(Debug)]
-pub struct Done {
-    pub plan: Plan<PeerId>,
-    pub fates: Vec<Fate>,
-    pub event: AveragingEvent,
+pub enum Report {
+    /// It ended: its plan, each partner's fate in the plan's order, the event for the
+    /// status page (its `outcome` set by the core), and what the fetches that ended in time
+    /// charged and forgave.
+    Done {
+        plan: Plan<PeerId>,
+        fates: Vec<Fate>,
+        event: AveragingEvent,
+        ledger: Ledger,
+    },
+    /// A straggler's fetch ended after the averaging did: what it charged and forgave.
+    Late(Ledger),
 }
 
-/// Once one partner's model is fetched, how much longer the others are waited for: a
-/// partner that does not answer must not hold up the merge of one that did. A fetch still
-/// running then goes on in the background (its peer is still charged if it fails), and its
-/// model is not merged.
-pub const STRAGGLER_WAIT: Duration = Duration::from_millis(500);
-
-/// Fetches every partner's model at once; returns each result, `None` for a fetch still
-/// running [`STRAGGLER_WAIT`] after the first model arrived.
-async fn fetch_all(job: &Job) -> Vec<Option<Result<Fetched, FetchError>>> {
+/// Runs one averaging to the end.
+pub async fn run(job: Job) {
+    let started = Instant::now();
+    // Every partner's model at once; a fetch still running STRAGGLER_WAIT after the first
+    // model arrived is left out of the merge (its result stays `None`).
     let mut results: Vec<Option<Result<Fetched, FetchError>>> =
         job.plan.partners.iter().map(|_| None).collect();
+    let mut ledger = Ledger::default();
     let mut running: FuturesUnordered<_> = job
         .plan
         .partners
@@ -78,7 +89,7 @@ async fn fetch_all(job: &Job) -> Vec<Option<Result<Fetched, FetchError>>> {
             );
             let task = tokio::spawn(async move {
                 fetch::fetch(
-                    &client, &store, id, &holders, &budgets, &rates, limits, &layout,
+                    &client, &store, id, &holders, budgets, &rates, limits, &layout,
                 )
                 .await
             });
@@ -95,7 +106,9 @@ async fn fetch_all(job: &Job) -> Vec<Option<Result<Fetched, FetchError>>> {
             None => running.next().await,
         };
         let Some((i, joined)) = next else { break };
-        let result = joined.unwrap_or_else(|e| Err(FetchError::Assemble(e.to_string())));
+        let (result, charged) = joined
+            .unwrap_or_else(|e| (Err(FetchError::Assemble(e.to_string())), Ledger::default()));
+        ledger.extend(charged);
         if result.is_ok() && cutoff.is_none() {
             cutoff = Some(tokio::time::Instant::now() + STRAGGLER_WAIT);
         }
@@ -103,15 +116,7 @@ async fn fetch_all(job: &Job) -> Vec<Option<Result<Fetched, FetchError>>> {
             *slot = Some(result);
         }
     }
-    results
-}
-
-/// Runs one averaging to the end.
-pub async fn run(job: Job) {
-    let started = Instant::now();
-    let results = fetch_all(&job).await;
-    let mut offered = Vec::new();
-    let mut fates = Vec::new();
+    let mut fetched = Vec::new();
     let mut models = Vec::new();
     for (i, (p, result)) in job.plan.partners.iter().zip(results).enumerate() {
         let k = &p.known;
@@ -130,7 +135,6 @@ pub async fn run(job: Job) {
                 view.error = Some(format!(
                     "not fetched within {STRAGGLER_WAIT:?} of the first model"
                 ));
-                fates.push(Fate::Unfetched);
             }
             Some(Ok(f)) => {
                 Counters::add(&job.counters.chunks_fetched, f.chunks_fetched as u64);
@@ -143,71 +147,48 @@ pub async fn run(job: Job) {
                     .iter()
                     .map(|(p, n)| (p.to_string(), *n as u64))
                     .collect();
-                offered.push((i, f.params));
-                // Until the trainer's verdict says otherwise.
-                fates.push(Fate::Refused);
+                fetched.push((i, f.params));
             }
             Some(Err(e)) => {
                 Counters::inc(&job.counters.fetch_failures);
                 tracing::warn!(peer = %k.peer, "fetch failed: {e}");
                 view.error = Some(e.to_string());
-                fates.push(Fate::Unfetched);
             }
         }
         models.push(view);
     }
-    let (tx, rx) = oneshot::channel();
-    let message = if offered.is_empty() {
-        ToTrainer::Skip
-    } else if job.plan.adopt {
-        match offered.first() {
-            Some((_, model)) => ToTrainer::Adopt {
-                model: model.clone(),
-                verdicts: Some(tx),
-            },
-            None => ToTrainer::Skip,
+    let (offer, offered) = offer::offer(&job.plan, fetched);
+    let verdicts: Vec<Result<Taken, Rejection>> = match offer {
+        None => {
+            let _ = job.merges.send(ToTrainer::Skip).await;
+            Vec::new()
         }
-    } else {
-        let fetched: Vec<usize> = offered.iter().map(|(i, _)| *i).collect();
-        ToTrainer::Merge {
-            partners: offered.iter().map(|(_, m)| m.clone()).collect(),
-            weights: job.plan.weights(&fetched),
-            verdicts: Some(tx),
+        Some(offer) => {
+            let (tx, rx) = oneshot::channel();
+            let _ = job
+                .merges
+                .send(ToTrainer::Offer {
+                    offer,
+                    verdicts: Some(tx),
+                })
+                .await;
+            tokio::time::timeout(VERDICT_WAIT, rx)
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or_default()
         }
     };
-    let skip = matches!(message, ToTrainer::Skip);
-    let _ = job.merges.send(message).await;
-    let verdicts: Vec<Result<Taken, Rejection>> = if skip {
-        Vec::new()
-    } else {
-        tokio::time::timeout(VERDICT_WAIT, rx)
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .unwrap_or_default()
-    };
-    for ((index, _), verdict) in offered.iter().zip(&verdicts) {
-        let fate = match verdict {
-            Ok(Taken::Adopted) => Fate::Adopted,
-            Ok(Taken::Merged) => Fate::Merged,
-            Err(why) => {
-                tracing::warn!(peer = %job.plan.partners[*index].known.peer, "model refused: {why}");
-                if let Some(view) = models.get_mut(*index) {
-                    view.error = Some(format!("refused: {why}"));
-                }
-                Fate::Refused
+    for (index, verdict) in offered.indices().iter().zip(&verdicts) {
+        if let Err(why) = verdict {
+            tracing::warn!(peer = %job.plan.partners[*index].known.peer, "model refused: {why}");
+            if let Some(view) = models.get_mut(*index) {
+                view.error = Some(format!("refused: {why}"));
             }
-        };
-        if let Some(slot) = fates.get_mut(*index) {
-            *slot = fate;
         }
     }
     // A model offered but never judged (the trainer did not answer) is not charged.
-    for (index, _) in offered.iter().skip(verdicts.len()) {
-        if let Some(slot) = fates.get_mut(*index) {
-            *slot = Fate::Unjudged;
-        }
-    }
+    let fates = offered.judge(&verdicts);
     let millis = started.elapsed().as_millis() as u64;
     let outcome = Outcome::of(&fates);
     let event = AveragingEvent {
@@ -217,12 +198,19 @@ pub async fn run(job: Job) {
         millis,
         models,
     };
-    let _ = job
-        .report
-        .send(Done {
+    let report = job.report.clone();
+    let _ = report
+        .send(Report::Done {
             plan: job.plan,
             fates,
             event,
+            ledger,
         })
         .await;
+    // Stragglers go on to their end; what they charged still counts.
+    while let Some((_, joined)) = running.next().await {
+        if let Ok((_, charged)) = joined {
+            let _ = report.send(Report::Late(charged)).await;
+        }
+    }
 }

@@ -18,14 +18,13 @@
 //! queue).
 
 mod averaging;
-mod events;
-mod hostile;
-mod status;
 
-pub use events::{EVENT_BUFFER, NodeEvent};
-pub use hostile::Hostile;
-pub use status::{AveragingEvent, ModelFetch, NodeStatus, PeerView, RECENT_AVERAGINGS};
+use crate::hostile::{self, Hostile};
+use crate::status::{
+    AveragingEvent, EVENT_BUFFER, NodeEvent, NodeStatus, PeerView, RECENT_AVERAGINGS,
+};
 
+use crate::averaging::announce::Published;
 use crate::averaging::core::{Action, Core, CoreConfig, Outcome, OwnModel, RoundStep};
 use crate::averaging::fetch::FetchLimits;
 use crate::averaging::peers::Heed;
@@ -39,7 +38,7 @@ use crate::train::{TrainConfig, Trainer};
 use anyhow::Context;
 use libp2p::PeerId;
 use murmur_protocol::projection::project;
-use murmur_protocol::{Announce, FlatParams, Layout, ManifestId, MetricsSummary, Snapshot};
+use murmur_protocol::{Announce, FlatParams, Layout, ManifestId, Snapshot};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::collections::VecDeque;
@@ -193,7 +192,7 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<RunningNode> {
         ..NodeStatus::default()
     });
     let (stop, stop_rx) = watch::channel(false);
-    let (averaged, averaged_rx) = mpsc::channel(4);
+    let (averaged, averaged_rx) = mpsc::channel(AVERAGING_REPORTS);
     let (events_tx, _) = broadcast::channel(EVENT_BUFFER);
     let history = crate::history::History::new(crate::history::HISTORY_POINTS);
     let recorder = crate::history::spawn_recorder(
@@ -289,7 +288,7 @@ struct NodeTask {
     /// The latest announced model if it has not been checkpointed yet (written at shutdown).
     unsaved: Option<(FlatParams, u64, u64)>,
     /// Where averaging tasks report what they did.
-    averaged: mpsc::Sender<averaging::Done>,
+    averaged: mpsc::Sender<averaging::Report>,
     /// The latest averagings, oldest first.
     averagings: VecDeque<AveragingEvent>,
     /// How this node joined the network, if it adopted a model.
@@ -300,11 +299,6 @@ struct NodeTask {
 
 /// How often the status snapshot is refreshed between events.
 const STATUS_EVERY: Duration = Duration::from_millis(500);
-
-/// Least time a round of the training thread takes: a small model on a fast core finishes
-/// a round in a few milliseconds, and local steps that no partner will see before the next
-/// merge only drift toward this peer's own data.
-pub const MIN_ROUND_TIME: Duration = Duration::from_millis(250);
 
 /// Longest wait between two checkpoint attempts after failures in a row (a full disk or a
 /// read-only data dir): the wait doubles from `checkpoint_every` after each failure, up to
@@ -318,6 +312,10 @@ fn checkpoint_backoff(every: Duration, failing: u32) -> Duration {
     backoff.min(CHECKPOINT_MAX_BACKOFF.max(every))
 }
 
+/// Averaging reports waiting for the node task (an averaging reports once, and once more
+/// per straggler fetch; one averaging runs at a time, and the task drains them often).
+const AVERAGING_REPORTS: usize = 4;
+
 /// How long an averaging waits for the training thread's verdicts on the models it offered.
 const VERDICT_WAIT: Duration = Duration::from_secs(30);
 
@@ -326,7 +324,7 @@ impl NodeTask {
         mut self,
         trainer: TrainerHandle,
         mut events: mpsc::Receiver<Event>,
-        mut averaged: mpsc::Receiver<averaging::Done>,
+        mut averaged: mpsc::Receiver<averaging::Report>,
         mut stop: watch::Receiver<bool>,
     ) {
         let mut rounds = trainer.rounds.clone();
@@ -391,13 +389,24 @@ impl NodeTask {
         }
     }
 
-    /// An averaging task ended: the core charges its partners and says how it went.
-    fn on_averaged(&mut self, done: averaging::Done) {
-        let averaging::Done {
-            plan,
-            fates,
-            mut event,
-        } = done;
+    /// An averaging task reported: the core applies what its fetches charged and forgave,
+    /// charges or forgives its partners and says how it went.
+    fn on_averaged(&mut self, report: averaging::Report) {
+        let (plan, fates, mut event) = match report {
+            averaging::Report::Late(ledger) => {
+                self.core.settle(&ledger);
+                return;
+            }
+            averaging::Report::Done {
+                plan,
+                fates,
+                event,
+                ledger,
+            } => {
+                self.core.settle(&ledger);
+                (plan, fates, event)
+            }
+        };
         let outcome = self.core.averaging_done(&plan, &fates);
         event.outcome = outcome.as_str().into();
         tracing::debug!(outcome = outcome.as_str(), "averaging done");
@@ -547,35 +556,26 @@ impl NodeTask {
         });
         let counters = self.counters.snapshot(&self.traffic);
         let net = self.client.status().await;
-        let (version, samples) = match self.opts.hostile {
-            Some(h) => h.claims(version, round.samples),
-            None => (version, round.samples),
-        };
-        let announce = Announce {
+        let announce = Published {
             manifest: announced.id,
             version,
-            samples,
-            metrics: MetricsSummary {
-                accuracy: round.eval.accuracy.clamp(0.0, 1.0),
-                loss: if round.eval.loss.is_finite() {
-                    round.eval.loss.max(0.0)
-                } else {
-                    0.0
-                },
-                merges: counters.merges,
-                bytes_sent: counters.bytes_sent,
-                bytes_received: counters.bytes_received,
-                train_share: counters.train_share.clamp(0.0, 1.0),
-                comm_share: counters.comm_share.clamp(0.0, 1.0),
-            },
+            samples: round.samples,
+            accuracy: round.eval.accuracy,
+            loss: round.eval.loss,
+            merges: counters.merges,
+            bytes_sent: counters.bytes_sent,
+            bytes_received: counters.bytes_received,
+            train_share: counters.train_share,
+            comm_share: counters.comm_share,
             projection,
             neighbours: net
                 .connected
                 .iter()
-                .take(murmur_protocol::limits::MAX_ANNOUNCED_NEIGHBOURS)
                 .map(|p| bytes::Bytes::from(p.to_bytes()))
                 .collect(),
-        };
+        }
+        .announce(self.opts.hostile);
+        let version = announce.version;
         let _ = self.events.send(NodeEvent::Announce {
             at_secs: self.started.elapsed().as_secs_f64(),
             peer_id: self.peer_id.to_string(),
@@ -672,7 +672,7 @@ impl NodeTask {
         &mut self,
         trainer: &TrainerHandle,
         averaging: &mut Option<JoinHandle<()>>,
-        averaged: &mut mpsc::Receiver<averaging::Done>,
+        averaged: &mut mpsc::Receiver<averaging::Report>,
     ) {
         // Whether the averaging task ended, read before its report is looked for: a task
         // that ended sent its report first, so one still missing after the drain below
@@ -723,14 +723,17 @@ impl NodeTask {
                 Action::Block { peer, until } => {
                     let span = until.saturating_sub(now);
                     tracing::warn!(%peer, "error budget spent: blocking for {span:?}");
-                    self.client.block(peer, span).await;
+                    self.client.block(peer).await;
                 }
                 Action::Penalize { peer, charges } => self.client.penalize(peer, charges).await,
                 Action::Disconnect { peer } => {
                     tracing::info!(%peer, "connected but silent on gossip; reconnecting");
                     self.client.disconnect(peer).await;
                 }
-                Action::Unblocked { peer } => tracing::info!(%peer, "block ended"),
+                Action::Unblocked { peer } => {
+                    tracing::info!(%peer, "block ended");
+                    self.client.unblock(peer).await;
+                }
             }
         }
     }

@@ -7,26 +7,29 @@
 //! whatever the thread count. It owns the world's state; it must not read a clock or do I/O.
 
 use super::net::{Links, mix};
-use super::peer::{EvalJob, Incoming, Life, Phase, Served, SimPeer};
-use crate::averaging::core::{Core, Fate, Partner, RoundStep};
-use crate::averaging::fetch::{LAYOUT_CHARGES, TIMEOUT_CHARGES};
+use super::peer::{EvalJob, Incoming, Life, Served, SimPeer};
+use crate::averaging::announce::Published;
+use crate::averaging::budgets::{Ledger, Tally};
+use crate::averaging::core::{Core, Partner, RoundStep};
+use crate::averaging::fetch::FetchLimits;
+use crate::averaging::fetch::state::{
+    Action, Ask, ChunkOutcome, ChunksAnswer, Fetch, Got, ManifestAnswer,
+};
+use crate::averaging::offer::STRAGGLER_WAIT;
 use crate::averaging::peers::Heed;
 use crate::data::Split;
-use crate::node::{Hostile, MIN_ROUND_TIME};
+use crate::hostile::Hostile;
 use crate::train::TrainError;
+use crate::train::round::{Cycle, Next, Phase, publishable};
 use crate::train::worker::RoundPolicy;
-use murmur_protocol::{Announce, FlatParams, ManifestId, MetricsSummary};
+use murmur_protocol::{Announce, ChunkId, FlatParams, ManifestId};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
-
-/// Once one partner's model is in, how much longer the others are waited for (as
-/// [`crate::node`]'s averaging does).
-const STRAGGLER_WAIT: Duration = Duration::from_millis(500);
 
 /// Announcements kept per sender for delivery (a peer hears at most a few per round).
 const LOG_PER_SENDER: usize = 8;
@@ -40,7 +43,8 @@ pub enum Kind {
     NextRound,
     Trained,
     MergeReady,
-    RoundEnd(u64),
+    /// The end of a round's merge wait.
+    RoundEnd,
     FetchFailed,
     Restart,
     Sample,
@@ -62,7 +66,8 @@ pub struct Rules {
     pub rounds: u64,
     pub step: Duration,
     pub request_timeout: Duration,
-    pub fetch_deadline: Duration,
+    /// The fetch's in-flight limit per holder and deadline (`averaging.*`).
+    pub fetch: FetchLimits,
     pub eval_every: u64,
     /// If set, evaluations are this far apart in virtual time instead (see the scenario).
     pub eval_every_secs: Option<Duration>,
@@ -105,8 +110,11 @@ pub struct World {
     pub model_values: u64,
     /// How honest peers encode what they publish: they serve the values a fetcher decodes.
     pub encoding: murmur_protocol::Encoding,
-    /// Chunks of one model (`averaging.chunk_size`): every fetch moves all of them.
-    pub model_chunks: u64,
+    /// `averaging.chunk_size`.
+    pub chunk_size: u32,
+    /// The chunks of one model and each one's bytes (every fetch moves all of them: the
+    /// simulation keeps no chunk store). Their ids are made up, the same for every model.
+    pub chunks: BTreeMap<ChunkId, u64>,
     pub now: Duration,
     pub net_lines: Vec<NetLine>,
     /// The network samples as the dashboard's history points (virtual seconds).
@@ -142,7 +150,8 @@ impl World {
             model_bytes,
             model_values: model_bytes / 4,
             encoding: murmur_protocol::Encoding::F32Le,
-            model_chunks: 1,
+            chunk_size: u32::MAX,
+            chunks: chunk_table(model_bytes, u32::MAX),
             now: Duration::ZERO,
             net_lines: Vec::new(),
             history: Vec::new(),
@@ -202,18 +211,17 @@ impl World {
             let p = ev.peer as usize;
             match ev.kind {
                 Kind::Start => self.start(p)?,
-                Kind::NextRound => self.round_start(p),
+                Kind::NextRound | Kind::RoundEnd => self.drive(p)?,
                 Kind::Restart => self.restart(p)?,
                 Kind::Trained => self.trained(p)?,
                 Kind::MergeReady => self.merge_ready(p)?,
-                Kind::RoundEnd(round) => {
-                    if self.peers[p].phase == Phase::Waiting && self.peers[p].rounds_done == round {
-                        self.end_round(p)?;
-                    }
-                }
                 Kind::FetchFailed => {
+                    // The node's averaging task tells its trainer `Skip` when every fetch
+                    // failed.
                     if let Some(incoming) = self.peers[p].incoming.take() {
                         self.report(p, incoming)?;
+                        self.peers[p].cycle.answered();
+                        self.drive(p)?;
                     }
                 }
                 Kind::Sample => {}
@@ -234,8 +242,12 @@ impl World {
     fn start(&mut self, p: usize) -> Result<(), TrainError> {
         self.peers[p].life = Life::Up;
         self.peers[p].heard_until = self.now;
-        self.round_start(p);
-        Ok(())
+        if self.rules.round.overlap {
+            // As the node does: nothing was started before the first round, which must not
+            // wait for a merge.
+            self.peers[p].cycle.answered();
+        }
+        self.drive(p)
     }
 
     fn restart(&mut self, p: usize) -> Result<(), TrainError> {
@@ -254,21 +266,68 @@ impl World {
             self.rules.round.outer,
             self.rules.round.defence,
         )?;
+        peer.cycle = Cycle::new(&self.rules.round);
+        peer.steps_planned = None;
+        peer.wait_scheduled = None;
         peer.incoming = None;
         peer.late = None;
+        peer.ledgers.clear();
+        peer.rates = crate::averaging::rates::Rates::new();
         peer.pending_eval = None;
         peer.pending_train = false;
         self.start(p)
     }
 
-    fn round_start(&mut self, p: usize) {
-        let peer = &mut self.peers[p];
-        peer.phase = Phase::Training;
-        peer.pending_train = true;
-        peer.round_started = self.now;
-        let steps = u32::try_from(self.rules.round.steps.max(1)).unwrap_or(u32::MAX);
-        let at = self.now + self.rules.step * steps;
-        self.push(at, p as u32, Kind::Trained);
+    /// Carries out peer `p`'s round [`Cycle`] at the current time, as the training thread
+    /// does on its clock: schedules the round's steps (computed in a batch), starts the
+    /// averaging when they are done (or, with overlap, when the round is published), waits
+    /// for the merge until its deadline, publishes and paces.
+    fn drive(&mut self, p: usize) -> Result<(), TrainError> {
+        loop {
+            let now = self.now;
+            let peer = &mut self.peers[p];
+            // Steps scheduled and not done yet: the `Trained` event goes on from there.
+            if peer.life != Life::Up || peer.steps_planned.is_some() {
+                return Ok(());
+            }
+            match peer.cycle.next(now) {
+                Next::Train => {
+                    let steps = peer.cycle.steps_taking(self.rules.step);
+                    peer.steps_planned = Some(steps);
+                    peer.pending_train = true;
+                    let at = now + self.rules.step * u32::try_from(steps).unwrap_or(u32::MAX);
+                    self.push(at, p as u32, Kind::Trained);
+                    return Ok(());
+                }
+                Next::Trained { .. } => {
+                    if !self.rules.round.overlap {
+                        self.average(p)?;
+                    }
+                }
+                Next::Wait { until } => {
+                    let round = peer.cycle.round();
+                    if peer.wait_scheduled != Some(round) {
+                        peer.wait_scheduled = Some(round);
+                        self.push(until, p as u32, Kind::RoundEnd);
+                    }
+                    return Ok(());
+                }
+                Next::Publish { .. } => {
+                    if !self.publish(p)? {
+                        return Ok(());
+                    }
+                    self.peers[p].cycle.published();
+                    if self.rules.round.overlap {
+                        // The next round's averaging, fetched while that round trains.
+                        self.average(p)?;
+                    }
+                }
+                Next::Pace { until } => {
+                    self.push(until, p as u32, Kind::NextRound);
+                    return Ok(());
+                }
+            }
+        }
     }
 
     /// Runs every due evaluation and (with `train`) every pending round's steps, in
@@ -326,167 +385,263 @@ impl World {
         peer.heard_until = now;
     }
 
+    /// Peer `p`'s round steps are done (computed in this batch if not yet): a merge that
+    /// arrived during them is applied (the training thread applies it between two steps),
+    /// then the cycle goes on.
     fn trained(&mut self, p: usize) -> Result<(), TrainError> {
         if self.peers[p].pending_train {
             self.compute_batch(true)?;
         }
+        self.peers[p].steps_planned = None;
         if let Some(late) = self.peers[p].late.take() {
             self.report(p, late)?;
+            self.peers[p].cycle.answered();
         }
+        self.drive(p)
+    }
+
+    /// Plans peer `p`'s averaging and times its fetches: the merge is ready when the last
+    /// model fetched within [`STRAGGLER_WAIT`] of the first arrived; with no plan the
+    /// trainer is told at once that no merge is coming, with every fetch failed when the
+    /// last one gave up.
+    fn average(&mut self, p: usize) -> Result<(), TrainError> {
         self.deliver(p);
         let now = self.now;
+        self.peers[p].settle(now);
         for action in self.peers[p].core.tick(now, &[]) {
             if matches!(action, crate::averaging::core::Action::Block { .. }) {
                 self.peers[p].blocks += 1;
             }
         }
-        self.peers[p].phase = Phase::Waiting;
         let plan = {
             let peer = &mut self.peers[p];
             peer.core.plan(now, &mut peer.rng)
         };
         let Some(plan) = plan else {
-            return self.end_round(p);
+            self.peers[p].cycle.answered();
+            return Ok(());
         };
-        let mut fates = vec![Fate::Unfetched; plan.partners.len()];
         let mut got: Vec<(Duration, usize, Arc<FlatParams>)> = Vec::new();
+        let mut ledgers = Vec::new();
         let mut last_failure = now;
         for (i, partner) in plan.partners.iter().enumerate() {
-            match self.fetch(p, partner) {
-                Ok((at, holder, model)) => {
-                    let bytes = self.model_bytes;
-                    self.peers[p].bytes_received += bytes;
-                    self.peers[p].chunks_fetched += self.model_chunks;
-                    self.peers[holder].bytes_sent += bytes;
-                    got.push((at, i, model));
+            let fetched = self.fetch(p, partner);
+            ledgers.push((fetched.at, fetched.ledger));
+            match fetched.got {
+                Some((stats, model)) => {
+                    self.peers[p].bytes_received += stats.bytes;
+                    self.peers[p].chunks_fetched += stats.chunks_fetched as u64;
+                    let per_chunk = stats.bytes / stats.chunks_fetched.max(1) as u64;
+                    for (holder, n) in stats.sources {
+                        if let Some(h) = self.peers.get_mut(holder as usize) {
+                            h.bytes_sent += per_chunk * n as u64;
+                        }
+                    }
+                    got.push((fetched.at, i, model));
                 }
-                Err(at) => last_failure = last_failure.max(at),
+                None => last_failure = last_failure.max(fetched.at),
             }
         }
+        // What each fetch charged counts from when it ended.
+        self.peers[p].ledgers.extend(ledgers);
         let Some(first) = got.iter().map(|(at, _, _)| *at).min() else {
             self.peers[p].incoming = Some(Incoming {
                 plan,
                 models: Vec::new(),
-                fates,
             });
             self.push(last_failure, p as u32, Kind::FetchFailed);
-            return self.end_round(p);
+            return Ok(());
         };
         let cutoff = first + STRAGGLER_WAIT;
         got.retain(|(at, _, _)| *at <= cutoff);
         let ready = got.iter().map(|(at, _, _)| *at).max().unwrap_or(first);
-        for (_, i, _) in &got {
-            fates[*i] = Fate::Refused;
-        }
-        got.sort_by_key(|(_, i, _)| *i);
         self.peers[p].incoming = Some(Incoming {
             plan,
             models: got.into_iter().map(|(_, i, m)| (i, m)).collect(),
-            fates,
         });
         self.push(ready, p as u32, Kind::MergeReady);
-        let round = self.peers[p].rounds_done;
-        self.push(
-            now + self.rules.round.merge_wait,
-            p as u32,
-            Kind::RoundEnd(round),
-        );
         Ok(())
     }
 
-    /// Times the fetch of `partner`'s model by peer `p` over its holders, charging as the
-    /// real fetch does: a request to a peer that is down, cut off, lost or never answers
-    /// times out ([`TIMEOUT_CHARGES`]) and the next holder is asked; a manifest of another
-    /// layout ends the fetch ([`LAYOUT_CHARGES`]). Returns when the model arrived, from whom,
-    /// and the model; or when the fetch gave up.
-    fn fetch(
-        &mut self,
-        p: usize,
-        partner: &Partner<u32>,
-    ) -> Result<(Duration, usize, Arc<FlatParams>), Duration> {
+    /// Runs the fetch of `partner`'s model by peer `p` with the node's own fetch state
+    /// ([`Fetch`]: its holder choice, chunk batches, in-flight limit, charges and deadline)
+    /// over the simulated links, in virtual time from now. A request to a peer that is down,
+    /// cut off, lost or never answers times out; a holder that no longer serves the model
+    /// answers that it does not hold it; chunk answers share `p`'s downlink, one after the
+    /// other. Holders never answer `Busy` (the simulation has no serving limits).
+    fn fetch(&mut self, p: usize, partner: &Partner<u32>) -> SimFetch {
         let me = p as u32;
-        let deadline = self.now + self.rules.fetch_deadline;
-        let mut t = self.now;
-        let budgets = self.peers[p].core.budgets().clone();
-        for &h in &partner.holders {
-            if t >= deadline {
-                return Err(deadline);
+        let start = self.now;
+        let manifest = partner.known.manifest;
+        let mut state = Fetch::new(
+            manifest,
+            partner.holders.clone(),
+            self.rules.fetch,
+            Tally::new(self.peers[p].core.budgets().clone()),
+            start,
+        );
+        let rates = self.peers[p].rates.clone();
+        let mut arrivals: BinaryHeap<Reverse<(Duration, u64)>> = BinaryHeap::new();
+        let mut answers: BTreeMap<u64, Answer> = BTreeMap::new();
+        let mut downlink_free = start;
+        let mut model: Option<Arc<FlatParams>> = None;
+        let mut t = start;
+        loop {
+            match state.poll(t, &rates) {
+                Action::Send { token, peer, ask } => {
+                    let (at, answer) =
+                        self.answer(me, peer, &manifest, &ask, t, token, &mut downlink_free);
+                    if let Answer::Manifest(ManifestAnswer::Valid { .. }, Some(m)) = &answer {
+                        model = Some(m.clone());
+                    }
+                    arrivals.push(Reverse((at, token)));
+                    answers.insert(token, answer);
+                }
+                Action::Wait { until } => match arrivals.peek() {
+                    Some(&Reverse((at, token))) if at <= until => {
+                        arrivals.pop();
+                        t = at;
+                        match answers.remove(&token) {
+                            Some(Answer::Manifest(answer, _)) => {
+                                state.manifest_answered(token, answer, t)
+                            }
+                            Some(Answer::Chunks(answer)) => {
+                                state.chunks_answered(token, answer, t, &rates)
+                            }
+                            None => {}
+                        }
+                    }
+                    _ => t = until,
+                },
+                Action::Done => break,
             }
-            if budgets.exhausted(&h) {
-                continue;
-            }
-            let holder = &self.peers[h as usize];
-            let rtt = self.links.latency(me, h) * 2;
-            let key = mix(u64::from(me) << 32 | u64::from(h)) ^ self.seq ^ t.as_nanos() as u64;
-            let reachable = holder.life == Life::Up
-                && self.links.connected(me, h, t)
-                && !self.links.lost(key)
-                && holder.hostile != Some(Hostile::Unservable);
-            if !reachable {
-                budgets.charge_n(h, TIMEOUT_CHARGES);
-                t += self.rules.request_timeout;
-                continue;
-            }
-            let Some(served) = holder.serves(&partner.known.manifest) else {
-                // Not held (any more): a quick "not found", uncharged.
-                t += rtt;
-                continue;
-            };
-            let Some(model) = served.model.clone() else {
-                budgets.charge_n(h, LAYOUT_CHARGES);
-                return Err(t + rtt);
-            };
-            if model.values().len() as u64 != self.model_values {
-                budgets.charge_n(h, LAYOUT_CHARGES);
-                return Err(t + rtt);
-            }
-            // The manifest, then the chunks.
-            let at = t + rtt * 2 + self.links.transfer(self.model_bytes + REQUEST_OVERHEAD);
-            if at > deadline {
-                return Err(deadline);
-            }
-            budgets.forgive(h);
-            self.seq += 1;
-            return Ok((at, h as usize, model));
         }
-        Err(t.min(deadline))
+        let (result, tally) = state.finish(Ok(()));
+        let got = match (result, model) {
+            (Some(Ok(got)), Some(model)) => Some((got, model)),
+            _ => None,
+        };
+        SimFetch {
+            at: t,
+            got,
+            ledger: tally.into_ledger(),
+        }
+    }
+
+    /// When `me`'s request `ask` (for `manifest`) sent to `h` at `t` is answered, and the
+    /// answer; a chunk answer takes `downlink_free` (when `me`'s link is free) forward.
+    #[allow(clippy::too_many_arguments)]
+    fn answer(
+        &self,
+        me: u32,
+        h: u32,
+        manifest: &ManifestId,
+        ask: &Ask,
+        t: Duration,
+        token: u64,
+        downlink_free: &mut Duration,
+    ) -> (Duration, Answer) {
+        let Some(holder) = self.peers.get(h as usize) else {
+            return (t + self.rules.request_timeout, failed(ask));
+        };
+        let rtt = self.links.latency(me, h) * 2;
+        let key = mix(u64::from(me) << 32 | u64::from(h)) ^ token ^ t.as_nanos() as u64;
+        let reachable = holder.life == Life::Up
+            && self.links.connected(me, h, t)
+            && !self.links.lost(key)
+            && holder.hostile != Some(Hostile::Unservable);
+        if !reachable {
+            return (t + self.rules.request_timeout, failed(ask));
+        }
+        let served = holder.serves(manifest);
+        match ask {
+            Ask::Manifest => {
+                let Some(served) = served else {
+                    return (t + rtt, Answer::Manifest(ManifestAnswer::NotHeld, None));
+                };
+                let layout = |got: u64, detail: &str| {
+                    Answer::Manifest(
+                        ManifestAnswer::Layout {
+                            expected: self.model_bytes,
+                            got,
+                            detail: detail.into(),
+                        },
+                        None,
+                    )
+                };
+                let answer = match &served.model {
+                    None => layout(0, "not a model"),
+                    Some(m) if m.values().len() as u64 != self.model_values => {
+                        layout(m.values().len() as u64 * 4, "another layout")
+                    }
+                    Some(m) => Answer::Manifest(
+                        ManifestAnswer::Valid {
+                            chunk_size: self.chunk_size,
+                            chunks: self.chunks.len(),
+                            missing: self.chunks.keys().copied().collect(),
+                        },
+                        Some(m.clone()),
+                    ),
+                };
+                (t + rtt + self.links.transfer(REQUEST_OVERHEAD), answer)
+            }
+            Ask::Chunks(batch) => {
+                if served.is_none() {
+                    let replies = vec![ChunkOutcome::NotHeld; batch.len()];
+                    return (t + rtt, Answer::Chunks(ChunksAnswer::Replies(replies)));
+                }
+                let lens: Vec<u64> = batch
+                    .iter()
+                    .map(|c| self.chunks.get(c).copied().unwrap_or(0))
+                    .collect();
+                let bytes: u64 = lens.iter().sum::<u64>() + REQUEST_OVERHEAD;
+                let at = (t + rtt).max(*downlink_free) + self.links.transfer(bytes);
+                *downlink_free = at;
+                let replies = lens.into_iter().map(ChunkOutcome::Stored).collect();
+                (at, Answer::Chunks(ChunksAnswer::Replies(replies)))
+            }
+        }
     }
 
     fn merge_ready(&mut self, p: usize) -> Result<(), TrainError> {
         let Some(incoming) = self.peers[p].incoming.take() else {
             return Ok(());
         };
-        match self.peers[p].phase {
-            Phase::Training => {
-                self.peers[p].late = Some(incoming);
-                Ok(())
-            }
-            Phase::Waiting => {
-                self.report(p, incoming)?;
-                self.end_round(p)
-            }
-            Phase::Idle => self.report(p, incoming),
+        if self.peers[p].cycle.phase() == Phase::Training {
+            self.peers[p].late = Some(incoming);
+            return Ok(());
         }
+        self.report(p, incoming)?;
+        self.peers[p].cycle.answered();
+        self.drive(p)
     }
 
     /// Takes in an averaging's models and tells the core what became of each.
     fn report(&mut self, p: usize, incoming: Incoming) -> Result<(), TrainError> {
+        let now = self.now;
         let peer = &mut self.peers[p];
+        peer.settle(now);
         let (plan, fates) = peer.take_in(incoming)?;
         peer.core.averaging_done(&plan, &fates);
         Ok(())
     }
 
-    fn end_round(&mut self, p: usize) -> Result<(), TrainError> {
+    /// Publishes peer `p`'s round as the node does: rolled back if it may not be published,
+    /// evaluated when due, announced with the shared builder, served and checkpointed.
+    /// Returns false if the peer crashed at the end of the round.
+    fn publish(&mut self, p: usize) -> Result<bool, TrainError> {
         self.deliver(p);
         let now = self.now;
         let peer = &mut self.peers[p];
-        peer.phase = Phase::Idle;
         let mut params = peer.trainer.export()?;
-        if !params.all_finite() {
+        let loss = peer.last_eval.map_or(0.0, |(e, _)| e.loss);
+        if !publishable(&params, loss) {
             peer.rollbacks += 1;
             peer.merger.roll_back(&mut peer.trainer)?;
             params = peer.trainer.export()?;
+            // As the training thread does, the rolled-back model is evaluated afresh.
+            peer.last_eval = None;
+            peer.last_eval_at = None;
         }
         peer.rounds_done += 1;
         let reached_rounds = peer.rounds_done == self.rules.rounds;
@@ -507,7 +662,9 @@ impl World {
                 params: params.clone(),
             });
         }
-        if let RoundStep::Announce { version } = peer.core.round_finished(now, params.all_finite())
+        let loss = peer.last_eval.map_or(0.0, |(e, _)| e.loss);
+        if let RoundStep::Announce { version } =
+            peer.core.round_finished(now, publishable(&params, loss))
         {
             let manifest = ManifestId::of(
                 &[
@@ -530,30 +687,25 @@ impl World {
                     e => murmur_protocol::quantize(&params, e).unwrap_or_else(|_| params.clone()),
                 })),
             };
-            let (claimed_version, claimed_samples) = match peer.hostile {
-                Some(h) => h.claims(version, samples),
-                None => (version, samples),
-            };
             let (accuracy, loss) = peer
                 .last_eval
-                .map_or((0.0, 0.0), |(e, _)| (e.accuracy, e.loss.max(0.0)));
-            let announce = Announce {
+                .map_or((0.0, 0.0), |(e, _)| (e.accuracy, e.loss));
+            let announce = Published {
                 manifest,
-                version: claimed_version,
-                samples: claimed_samples,
-                metrics: MetricsSummary {
-                    accuracy: accuracy.clamp(0.0, 1.0),
-                    loss: if loss.is_finite() { loss } else { 0.0 },
-                    merges: peer.merges,
-                    bytes_sent: peer.bytes_sent,
-                    bytes_received: peer.bytes_received,
-                    // The simulation models time, not CPU: no shares to report.
-                    train_share: 0.0,
-                    comm_share: 0.0,
-                },
+                version,
+                samples,
+                accuracy,
+                loss,
+                merges: peer.merges,
+                bytes_sent: peer.bytes_sent,
+                bytes_received: peer.bytes_received,
+                // The simulation models time, not CPU: no shares to report.
+                train_share: 0.0,
+                comm_share: 0.0,
                 projection: Vec::new(),
                 neighbours: Vec::new(),
-            };
+            }
+            .announce(peer.hostile);
             peer.core
                 .announced(crate::averaging::core::OwnModel { manifest, samples });
             peer.served.push_back(Served {
@@ -589,15 +741,9 @@ impl World {
                 let at = now + self.rules.down;
                 self.push(at, p as u32, Kind::Restart);
             }
-            return Ok(());
+            return Ok(false);
         }
-        let next = (self.peers[p].round_started + MIN_ROUND_TIME).max(now);
-        if next == now {
-            self.round_start(p);
-        } else {
-            self.push(next, p as u32, Kind::NextRound);
-        }
-        Ok(())
+        Ok(true)
     }
 
     /// A network-wide trace line: accuracies, consensus distance (also within and between
@@ -724,6 +870,39 @@ impl World {
         }
         self.compute_batch(false)
     }
+}
+
+/// One simulated fetch: when it ended, what it got (with the model), and what it charged
+/// and forgave.
+struct SimFetch {
+    at: Duration,
+    got: Option<(Got<u32>, Arc<FlatParams>)>,
+    ledger: Ledger<u32>,
+}
+
+/// A simulated holder's answer (a manifest answer carries the model it describes).
+enum Answer {
+    Manifest(ManifestAnswer, Option<Arc<FlatParams>>),
+    Chunks(ChunksAnswer),
+}
+
+/// A request that timed out.
+fn failed(ask: &Ask) -> Answer {
+    match ask {
+        Ask::Manifest => Answer::Manifest(ManifestAnswer::Failed { timeout: true }, None),
+        Ask::Chunks(_) => Answer::Chunks(ChunksAnswer::Failed { timeout: true }),
+    }
+}
+
+/// The chunks of a model of `bytes` cut every `chunk_size` bytes, with made-up ids.
+pub fn chunk_table(bytes: u64, chunk_size: u32) -> BTreeMap<ChunkId, u64> {
+    let size = u64::from(chunk_size.max(1));
+    (0..bytes.div_ceil(size).max(1))
+        .map(|i| {
+            let len = bytes.saturating_sub(i * size).min(size);
+            (ChunkId::of(&i.to_le_bytes()), len)
+        })
+        .collect()
 }
 
 /// A message's name for the loss draw: its sender and version.

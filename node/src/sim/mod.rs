@@ -245,7 +245,7 @@ pub fn run(args: &SimArgs) -> anyhow::Result<SimSummary> {
         .transpose()?
         .unwrap_or((0, 0));
     let nominal_round = (checked.step * u32::try_from(opts.round.steps).unwrap_or(u32::MAX))
-        .max(crate::node::MIN_ROUND_TIME)
+        .max(crate::train::round::MIN_ROUND_TIME)
         + opts.round.merge_wait;
     let last_event = s
         .partitions
@@ -258,7 +258,7 @@ pub fn run(args: &SimArgs) -> anyhow::Result<SimSummary> {
         rounds: s.rounds,
         step: checked.step,
         request_timeout: cfg.averaging.request_timeout(),
-        fetch_deadline: cfg.averaging.fetch_timeout(),
+        fetch: opts.fetch,
         eval_every: s.eval.every_rounds,
         eval_every_secs: (s.eval.every_secs > 0.0)
             .then(|| Duration::from_secs_f64(s.eval.every_secs)),
@@ -290,7 +290,8 @@ pub fn run(args: &SimArgs) -> anyhow::Result<SimSummary> {
     );
     world.model_values = model_values;
     world.encoding = encoding;
-    world.model_chunks = model_bytes.div_ceil(u64::from(cfg.averaging.chunk_size).max(1));
+    world.chunk_size = cfg.averaging.chunk_size;
+    world.chunks = engine::chunk_table(model_bytes, cfg.averaging.chunk_size);
     world.schedule_starts(&starts);
     let threads = if args.threads == 0 {
         std::thread::available_parallelism().map_or(1, usize::from)
@@ -482,13 +483,13 @@ pub async fn serve(addr: std::net::SocketAddr, summary: &SimSummary) -> anyhow::
     for point in &summary.history {
         history.record(point.clone());
     }
-    let status = crate::node::NodeStatus {
+    let status = crate::status::NodeStatus {
         peer_id: "simulation".into(),
         network_id: "murmur-sim".into(),
         accuracy: summary.testnet.mean_accuracy,
         uptime_secs: summary.testnet.seconds,
         consensus_distance: summary.testnet.consensus_distance,
-        ..crate::node::NodeStatus::default()
+        ..crate::status::NodeStatus::default()
     };
     let (_status_tx, status_rx) = tokio::sync::watch::channel(status);
     let (events, _) = tokio::sync::broadcast::channel(16);

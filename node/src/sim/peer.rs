@@ -3,10 +3,14 @@
 //! its counters). It owns that peer's state; it must not look at other peers (the engine
 //! passes what it needs) nor at any clock.
 
+use crate::averaging::budgets::Ledger;
 use crate::averaging::core::{Core, CoreConfig, Fate, Plan};
+use crate::averaging::offer;
+use crate::averaging::rates::Rates;
 use crate::data::Split;
-use crate::node::Hostile;
-use crate::train::merge::{Merger, Offer};
+use crate::hostile::Hostile;
+use crate::train::merge::Merger;
+use crate::train::round::Cycle;
 use crate::train::worker::{RoundPolicy, local_step};
 use crate::train::{Evaluation, TrainError, Trainer};
 use murmur_protocol::{FlatParams, ManifestId};
@@ -31,25 +35,12 @@ pub enum Life {
     Gone,
 }
 
-/// Where a live peer is in its round.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
-    /// Local steps (computed in a batch with other peers').
-    Training,
-    /// Steps done, waiting for the round's merge (at most the merge wait).
-    Waiting,
-    /// Round published, idling out the least round time.
-    Idle,
-}
-
 /// An averaging whose models are on their way.
 #[derive(Debug)]
 pub struct Incoming {
     pub plan: Plan<u32>,
-    /// Fetched models: (index in the plan, model).
+    /// Models fetched in time: (index in the plan, model).
     pub models: Vec<(usize, Arc<FlatParams>)>,
-    /// Every partner's fate so far (`Refused` for a fetched one until judged).
-    pub fates: Vec<Fate>,
 }
 
 /// A model this peer announced and serves.
@@ -91,7 +82,12 @@ pub struct SimPeer {
     pub life: Life,
     /// Bumped at every crash: events of an earlier life are dropped.
     pub epoch: u32,
-    pub phase: Phase,
+    /// The round cycle the training thread of a node runs too.
+    pub cycle: Cycle,
+    /// Steps of the round in progress whose `Trained` event is still to come.
+    pub steps_planned: Option<u64>,
+    /// The round whose merge wait's end is scheduled.
+    pub wait_scheduled: Option<u64>,
     pub core: Core<u32>,
     pub rng: ChaCha8Rng,
     pub trainer: Trainer,
@@ -99,7 +95,7 @@ pub struct SimPeer {
     /// The round's steps are still to be computed.
     pub pending_train: bool,
     pub pending_eval: Option<EvalJob>,
-    pub round_started: Duration,
+    /// Rounds published.
     pub rounds_done: u64,
     /// Announcements heard up to this time.
     pub heard_until: Duration,
@@ -121,6 +117,10 @@ pub struct SimPeer {
     pub bytes_received: u64,
     pub chunks_fetched: u64,
     pub blocks: u64,
+    /// The measured delivery rate per peer, fed and read by this peer's fetches.
+    pub rates: Rates<u32>,
+    /// What this peer's fetches charged and forgave, each from when the fetch ended.
+    pub ledgers: Vec<(Duration, Ledger<u32>)>,
     /// Announcements ignored for coming too soon after the sender's previous one.
     pub throttled: u64,
     pub trace: Vec<PeerLine>,
@@ -143,14 +143,15 @@ impl SimPeer {
             hostile,
             life,
             epoch: 0,
-            phase: Phase::Idle,
+            cycle: Cycle::new(round),
+            steps_planned: None,
+            wait_scheduled: None,
             core: Core::new(core, 0, false),
             rng: ChaCha8Rng::seed_from_u64(super::net::mix(seed ^ u64::from(id))),
             trainer,
             merger,
             pending_train: false,
             pending_eval: None,
-            round_started: Duration::ZERO,
             rounds_done: 0,
             heard_until: Duration::ZERO,
             incoming: None,
@@ -167,9 +168,23 @@ impl SimPeer {
             bytes_received: 0,
             chunks_fetched: 0,
             blocks: 0,
+            rates: Rates::new(),
+            ledgers: Vec::new(),
             throttled: 0,
             trace: Vec::new(),
         })
+    }
+
+    /// Applies to the core what fetches that ended by `now` charged and forgave.
+    pub fn settle(&mut self, now: Duration) {
+        let core = &mut self.core;
+        self.ledgers.retain(|(at, ledger)| {
+            let due = *at <= now;
+            if due {
+                core.settle(ledger);
+            }
+            !due
+        });
     }
 
     /// The model named `manifest`, if this peer still serves it.
@@ -211,12 +226,13 @@ impl SimPeer {
         }
         if train && self.pending_train {
             self.pending_train = false;
-            for _ in 0..round.steps.max(1) {
+            for _ in 0..self.steps_planned.unwrap_or(0) {
                 match local_step(&mut self.trainer, round) {
-                    Ok(()) => {}
+                    Ok(()) => self.cycle.stepped(),
                     Err(TrainError::Diverged { .. }) => {
                         self.rollbacks += 1;
                         self.merger.roll_back(&mut self.trainer)?;
+                        self.cycle.diverged();
                         break;
                     }
                     Err(e) => return Err(e),
@@ -226,44 +242,23 @@ impl SimPeer {
         Ok(())
     }
 
-    /// Applies an averaging whose models arrived; returns the fates to report to the core.
+    /// Applies an averaging whose models arrived (as the node's averaging task offers them
+    /// to its training thread); returns the fates to report to the core.
     pub fn take_in(&mut self, incoming: Incoming) -> Result<(Plan<u32>, Vec<Fate>), TrainError> {
-        let Incoming {
-            plan,
-            models,
-            mut fates,
-        } = incoming;
-        if models.is_empty() {
-            return Ok((plan, fates));
-        }
-        let indices: Vec<usize> = models.iter().map(|(i, _)| *i).collect();
-        let offer = if plan.adopt {
-            Offer::Adopt {
-                model: (*models[0].1).clone(),
-            }
-        } else {
-            Offer::Merge {
-                partners: models.iter().map(|(_, m)| (**m).clone()).collect(),
-                weights: plan.weights(&indices),
-            }
-        };
-        let applied = self.merger.apply(&mut self.trainer, offer)?;
-        if applied.absorbed {
-            self.merges += 1;
-        }
-        for (index, verdict) in indices.iter().zip(&applied.verdicts) {
-            let fate = match verdict {
-                Ok(crate::averaging::robust::Taken::Adopted) => Fate::Adopted,
-                Ok(crate::averaging::robust::Taken::Merged) => Fate::Merged,
-                Err(_) => {
-                    self.merges_rejected += 1;
-                    Fate::Refused
+        let Incoming { plan, models } = incoming;
+        let fetched = models.into_iter().map(|(i, m)| (i, (*m).clone())).collect();
+        let (offer, offered) = offer::offer(&plan, fetched);
+        let verdicts = match offer {
+            Some(offer) => {
+                let applied = self.merger.apply(&mut self.trainer, offer)?;
+                if applied.absorbed {
+                    self.merges += 1;
                 }
-            };
-            if let Some(slot) = fates.get_mut(*index) {
-                *slot = fate;
+                applied.verdicts
             }
-        }
-        Ok((plan, fates))
+            None => Vec::new(),
+        };
+        self.merges_rejected += verdicts.iter().filter(|v| v.is_err()).count() as u64;
+        Ok((plan, offered.judge(&verdicts)))
     }
 }

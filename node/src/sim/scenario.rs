@@ -6,8 +6,8 @@
 
 use crate::config::NodeConfig;
 use crate::data::{DatasetName, Partition};
+use crate::hostile::Hostile;
 use crate::model::ModelKind;
-use crate::node::Hostile;
 use anyhow::Context;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -274,11 +274,6 @@ impl Scenario {
             )
         };
         let node = self.node_config(dataset, &model, partition)?;
-        anyhow::ensure!(
-            !node.averaging.overlap,
-            "averaging.overlap = true is not simulated (a simulated round's averaging starts \
-             when its steps end)"
-        );
         let step_ms = if self.compute.step_ms > 0.0 {
             self.compute.step_ms
         } else {
@@ -378,7 +373,6 @@ mod tests {
             ),
             ("[config.averaging]\nfanout = 0", "fanout"),
             ("[config.averaging]\nfanout_typo = 1", "fanout_typo"),
-            ("[config.averaging]\noverlap = true", "averaging.overlap"),
             ("[config.averaging]\nencoding = \"int3\"", "int3"),
             ("[eval]\nevery_rounds = 0", "every_rounds"),
             ("[eval]\nevery_secs = -1", "eval.every_secs"),

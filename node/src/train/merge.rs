@@ -9,6 +9,7 @@
 //! and the simulator ([`crate::sim`]) both call it, one per trainer, and report what it says.
 
 use super::{TrainError, Trainer};
+use crate::averaging::offer::Offer;
 use crate::averaging::outer::{OuterParams, OuterStep};
 use crate::averaging::robust::{self, Aggregation, LossHistory, NormHistory, Rejection, Taken};
 use murmur_protocol::FlatParams;
@@ -36,21 +37,6 @@ impl Defence {
         max_distance: 0.0,
         accept_loss_ratio: 0.0,
     };
-}
-
-/// Models offered to a trainer.
-#[derive(Debug, Clone)]
-pub enum Offer {
-    /// Combine the current weights with `partners`, `weights[0]` being own's weight and one
-    /// per partner after it; partners that fail a check are left out (the others' weights
-    /// renormalized).
-    Merge {
-        partners: Vec<FlatParams>,
-        weights: Vec<f32>,
-    },
-    /// Replace the weights outright if `model` scores below [`robust::ADOPT_RATIO`] times
-    /// them on the held-back data; else merge with it as with a partner.
-    Adopt { model: FlatParams },
 }
 
 /// What became of an offer.

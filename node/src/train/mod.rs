@@ -7,6 +7,7 @@
 pub mod command;
 pub mod merge;
 pub mod optim;
+pub mod round;
 pub mod worker;
 
 use crate::data::Split;

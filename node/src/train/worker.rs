@@ -18,8 +18,10 @@
 //! ([`ComputeClock`]).
 
 pub use super::merge::Defence;
-use super::merge::{Merger, Offer};
+use super::merge::Merger;
+use super::round::{Cycle, Next, publishable};
 use super::{Evaluation, TrainError, Trainer};
+use crate::averaging::offer::Offer;
 use crate::averaging::outer::OuterParams;
 use crate::averaging::robust::{Rejection, Taken};
 use crate::cpu::{ComputeClock, micros};
@@ -124,20 +126,9 @@ pub type Verdicts = Option<oneshot::Sender<Vec<Result<Taken, Rejection>>>>;
 /// What the node asks of the trainer.
 #[derive(Debug)]
 pub enum ToTrainer {
-    /// Combine the current weights with `partners` by the configured rule, `weights[0]`
-    /// being own's weight and one per partner after it; partners that fail the acceptance
-    /// check are left out (the others' weights renormalized).
-    Merge {
-        partners: Vec<FlatParams>,
-        weights: Vec<f32>,
-        verdicts: Verdicts,
-    },
-    /// Replace the weights outright (a late joiner adopting the network's model) if `model`
-    /// scores below `robust::ADOPT_RATIO` times them on the held-back data; else merge with it as with a partner.
-    Adopt {
-        model: FlatParams,
-        verdicts: Verdicts,
-    },
+    /// Take in partner models ([`Offer`], built from the averaging's plan); the verdicts
+    /// say which were taken.
+    Offer { offer: Offer, verdicts: Verdicts },
     /// No merge is coming for the round just trained (no partner, or every fetch failed).
     Skip,
 }
@@ -174,7 +165,6 @@ impl TrainerHandle {
             stopping: stop.clone(),
             merger: None,
             last_eval: None,
-            answered: false,
             clock: None,
         };
         let join = std::thread::Builder::new()
@@ -232,14 +222,13 @@ struct Worker {
     /// Checks and takes partner models (built when the thread starts).
     merger: Option<Merger>,
     last_eval: Option<LastEval>,
-    /// A merge or `Skip` was applied since the last round's wait for its merge ended.
-    answered: bool,
     /// This thread's CPU clock plus the compute pool's (built when the thread starts).
     clock: Option<ComputeClock>,
 }
 
 impl Worker {
-    /// Runs rounds until told to stop (or the handle is gone).
+    /// Runs rounds until told to stop (or the handle is gone): carries out the steps of the
+    /// round [`Cycle`], on this thread's monotonic clock.
     fn run(mut self) -> Result<(), TrainError> {
         self.clock = Some(ComputeClock::current());
         self.merger = Some(Merger::new(
@@ -247,43 +236,49 @@ impl Worker {
             self.policy.outer,
             self.policy.defence,
         )?);
-        let mut round = 0u64;
+        let origin = Instant::now();
+        let mut cycle = Cycle::new(&self.policy);
         while !self.stopped() {
-            let started = Instant::now();
-            if !self.train_steps(started)? {
-                return Ok(());
-            }
-            round += 1;
-            self.trained_tx.send_replace(round);
-            if !self.await_merge()? {
-                return Ok(());
-            }
-            // From here on (evaluation, publishing, pacing) an answer is the next round's:
-            // with `overlap` the node starts that round's averaging as soon as this one is
-            // published.
-            self.answered = false;
-            let (mut eval, mut eval_samples) = self.evaluation()?;
-            let mut params = self.trainer.export()?;
-            if !params.all_finite() || !eval.loss.is_finite() {
-                // Never published, so never announced nor checkpointed.
-                self.roll_back("the round's model has a non-finite loss or weights")?;
-                self.last_eval = None;
-                (eval, eval_samples) = self.evaluation()?;
-                params = self.trainer.export()?;
-            }
-            if let Some(merger) = &mut self.merger {
-                merger.published(params.clone());
-            }
-            let result = RoundResult {
-                round,
-                params,
-                samples: self.trainer.samples_seen(),
-                eval,
-                eval_samples,
-            };
-            self.round_tx.send_replace(Some(Arc::new(result)));
-            if !self.pace(started)? {
-                return Ok(());
+            let now = origin.elapsed();
+            match cycle.next(now) {
+                Next::Train => {
+                    self.drain(&mut cycle)?;
+                    if self.stopped() {
+                        break;
+                    }
+                    let (stepped, spent) =
+                        measure(&self.clock, || local_step(&mut self.trainer, &self.policy));
+                    Counters::add(&self.counters.train_cpu_micros, micros(spent));
+                    match stepped {
+                        Ok(()) => cycle.stepped(),
+                        Err(TrainError::Diverged { loss }) => {
+                            self.roll_back(&format!("training diverged (loss {loss})"))?;
+                            cycle.diverged();
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                Next::Trained { round } => {
+                    self.trained_tx.send_replace(round);
+                }
+                Next::Wait { until } => match self.merge_rx.try_recv() {
+                    Ok(msg) => {
+                        self.apply(msg)?;
+                        cycle.answered();
+                    }
+                    Err(mpsc::error::TryRecvError::Disconnected) => break,
+                    Err(mpsc::error::TryRecvError::Empty) => {
+                        std::thread::sleep(MERGE_POLL.min(until.saturating_sub(now)));
+                    }
+                },
+                Next::Publish { round } => {
+                    self.publish(round)?;
+                    cycle.published();
+                }
+                Next::Pace { until } => {
+                    self.drain(&mut cycle)?;
+                    std::thread::sleep(until.saturating_sub(now).min(IDLE_SLICE));
+                }
             }
         }
         Ok(())
@@ -291,6 +286,32 @@ impl Worker {
 
     fn stopped(&self) -> bool {
         self.stopping.load(Ordering::Relaxed)
+    }
+
+    /// Evaluates (when due), checks and publishes the round's model; a model that may not
+    /// be published ([`publishable`]) sends the trainer back to its last published weights,
+    /// which are published instead.
+    fn publish(&mut self, round: u64) -> Result<(), TrainError> {
+        let (mut eval, mut eval_samples) = self.evaluation()?;
+        let mut params = self.trainer.export()?;
+        if !publishable(&params, eval.loss) {
+            self.roll_back("the round's model has a non-finite loss or weights")?;
+            self.last_eval = None;
+            (eval, eval_samples) = self.evaluation()?;
+            params = self.trainer.export()?;
+        }
+        if let Some(merger) = &mut self.merger {
+            merger.published(params.clone());
+        }
+        let result = RoundResult {
+            round,
+            params,
+            samples: self.trainer.samples_seen(),
+            eval,
+            eval_samples,
+        };
+        self.round_tx.send_replace(Some(Arc::new(result)));
+        Ok(())
     }
 
     /// Goes back to the last good weights with a fresh optimizer.
@@ -303,18 +324,21 @@ impl Worker {
         }
     }
 
+    /// Applies every answer waiting in the queue, each one an answer for the cycle.
+    fn drain(&mut self, cycle: &mut Cycle) -> Result<(), TrainError> {
+        while let Ok(msg) = self.merge_rx.try_recv() {
+            self.apply(msg)?;
+            cycle.answered();
+        }
+        Ok(())
+    }
+
     /// Applies one message from the node ([`Merger::apply`]) and says which models were
     /// taken.
     fn apply(&mut self, msg: ToTrainer) -> Result<(), TrainError> {
-        self.answered = true;
         let (offer, sender) = match msg {
             ToTrainer::Skip => return Ok(()),
-            ToTrainer::Adopt { model, verdicts } => (Offer::Adopt { model }, verdicts),
-            ToTrainer::Merge {
-                partners,
-                weights,
-                verdicts,
-            } => (Offer::Merge { partners, weights }, verdicts),
+            ToTrainer::Offer { offer, verdicts } => (offer, verdicts),
         };
         let Some(merger) = &mut self.merger else {
             return Ok(());
@@ -340,54 +364,6 @@ impl Worker {
         Ok(())
     }
 
-    /// The round's local steps, merges applied between them; false if told to stop.
-    fn train_steps(&mut self, started: Instant) -> Result<bool, TrainError> {
-        for _ in 0..self.policy.steps.max(1) {
-            while let Ok(msg) = self.merge_rx.try_recv() {
-                self.apply(msg)?;
-            }
-            if self.stopped() {
-                return Ok(false);
-            }
-            let (stepped, spent) =
-                measure(&self.clock, || local_step(&mut self.trainer, &self.policy));
-            Counters::add(&self.counters.train_cpu_micros, micros(spent));
-            match stepped {
-                Ok(()) => {}
-                Err(TrainError::Diverged { loss }) => {
-                    self.roll_back(&format!("training diverged (loss {loss})"))?;
-                    break;
-                }
-                Err(e) => return Err(e),
-            }
-            if self.policy.max_time.is_some_and(|t| started.elapsed() >= t) {
-                break;
-            }
-        }
-        Ok(true)
-    }
-
-    /// Idles until this round's merge (or `Skip`) arrives and applies it, at most
-    /// `merge_wait`; false if told to stop.
-    fn await_merge(&mut self) -> Result<bool, TrainError> {
-        let deadline = Instant::now() + self.policy.merge_wait;
-        while Instant::now() < deadline && !(self.policy.overlap && self.answered) {
-            match self.merge_rx.try_recv() {
-                Ok(msg) => {
-                    self.apply(msg)?;
-                    break;
-                }
-                Err(mpsc::error::TryRecvError::Disconnected) => return Ok(false),
-                Err(mpsc::error::TryRecvError::Empty) => {}
-            }
-            if self.stopped() {
-                return Ok(false);
-            }
-            std::thread::sleep(MERGE_POLL.min(deadline.saturating_duration_since(Instant::now())));
-        }
-        Ok(true)
-    }
-
     /// A fresh evaluation when one is due, else the last one; with the samples it was
     /// measured at. Its CPU time is counted apart.
     fn evaluation(&mut self) -> Result<(Evaluation, u64), TrainError> {
@@ -403,22 +379,6 @@ impl Worker {
         let samples = self.trainer.samples_seen();
         self.last_eval = Some((Instant::now(), eval, started.elapsed(), samples));
         Ok((eval, samples))
-    }
-
-    /// Idles out the rest of the round's least time, applying merges as they come; false if
-    /// told to stop.
-    fn pace(&mut self, started: Instant) -> Result<bool, TrainError> {
-        while started.elapsed() < self.policy.min_time {
-            if self.stopped() {
-                return Ok(false);
-            }
-            while let Ok(msg) = self.merge_rx.try_recv() {
-                self.apply(msg)?;
-            }
-            let rest = self.policy.min_time.saturating_sub(started.elapsed());
-            std::thread::sleep(rest.min(IDLE_SLICE));
-        }
-        Ok(true)
     }
 }
 
@@ -512,9 +472,11 @@ mod tests {
         let (tx, mut rx) = oneshot::channel();
         handle
             .merges
-            .try_send(ToTrainer::Merge {
-                partners: vec![honest, poisoned],
-                weights: vec![1.0 / 3.0; 3],
+            .try_send(ToTrainer::Offer {
+                offer: Offer::Merge {
+                    partners: vec![honest, poisoned],
+                    weights: vec![1.0 / 3.0; 3],
+                },
                 verdicts: Some(tx),
             })
             .unwrap();
@@ -542,8 +504,8 @@ mod tests {
         let (tx, mut rx) = oneshot::channel();
         handle
             .merges
-            .try_send(ToTrainer::Adopt {
-                model: other,
+            .try_send(ToTrainer::Offer {
+                offer: Offer::Adopt { model: other },
                 verdicts: Some(tx),
             })
             .unwrap();
@@ -568,9 +530,11 @@ mod tests {
         huge.values_mut().iter_mut().for_each(|v| *v = 1e30);
         handle
             .merges
-            .try_send(ToTrainer::Merge {
-                partners: vec![huge],
-                weights: vec![0.5, 0.5],
+            .try_send(ToTrainer::Offer {
+                offer: Offer::Merge {
+                    partners: vec![huge],
+                    weights: vec![0.5, 0.5],
+                },
                 verdicts: None,
             })
             .unwrap();
@@ -615,8 +579,10 @@ mod tests {
         adopted.values_mut().iter_mut().for_each(|v| *v += 0.25);
         handle
             .merges
-            .try_send(ToTrainer::Adopt {
-                model: adopted.clone(),
+            .try_send(ToTrainer::Offer {
+                offer: Offer::Adopt {
+                    model: adopted.clone(),
+                },
                 verdicts: None,
             })
             .unwrap();

@@ -3,7 +3,7 @@
 //! only; a listener that falls behind misses events (it is told how many), never slows the
 //! node down.
 
-use super::status::AveragingEvent;
+use super::views::AveragingEvent;
 use serde::{Deserialize, Serialize};
 
 /// Events kept for slow listeners before the oldest are dropped.

@@ -3,17 +3,29 @@
 //! The murmur peer as a library; `src/main.rs` is a thin shell over it.
 //!
 //! ## Layout
-//! - [`cli`]: the command line (clap) and dispatch to each command.
-//! - [`logging`]: `tracing` setup: `RUST_LOG` filtering, text or JSON lines on stderr.
+//! - [`api`]: the read-only HTTP API and dashboard every node serves (axum), and `/metrics`.
+//! - [`averaging`]: the IO-less averaging core, the pure rules it uses, and the chunk fetch.
 //! - [`bench`]: benchmarks that print ratios against a baseline run in the same process.
+//! - [`cli`]: the command line (clap) and dispatch to each command.
+//! - [`config`]: the peer's configuration file (`peer.toml`): defaults, loading, checks.
+//! - [`cpu`]: CPU time by activity, read from the kernel's CPU clocks.
 //! - [`data`]: datasets (built-in digits, IDX files) and their partition among peers.
+//! - [`history`]: the ring buffer of network snapshots behind `/api/history`, and its recorder.
+//! - [`identity`]: the node's ed25519 identity in `<data_dir>/identity.key`.
+//! - [`init`]: `murmur init`, which writes a commented `peer.toml`.
+//! - [`logging`]: `tracing` setup: `RUST_LOG` filtering, text or JSON lines on stderr.
+//! - [`metrics`]: the node's counters, one atomic per thing counted.
 //! - [`model`]: the candle models and their parameters in canonical order.
-//! - [`train`]: a [`train::Trainer`] (model + optimizer + this peer's data) and `murmur train`.
-//! - [`averaging`]: the IO-less averaging core and the pure rules it uses.
+//! - `names` (private): fixed names for small setting enums (config values and flags).
+//! - [`network`]: the libp2p swarm in one event-loop task, and its [`network::Client`] handle.
+//! - [`node`]: a running node: the task that drives the averaging core, and its status.
+//! - [`run`]: `murmur run`, one peer from a config file.
 //! - [`sim`]: `murmur sim`, many peers in one process in virtual time.
+//! - [`store`]: the content-addressed chunk and manifest store, and checkpoints on disk.
+//! - [`testnet`]: `murmur testnet`, N peer processes on this machine with a live summary.
+//! - [`train`]: a [`train::Trainer`], merging partner models into it, its thread, `murmur train`.
 //!
-//! The network, averaging, store and HTTP API modules arrive with the features that need
-//! them; `docs/architecture.md` shows how data flows between them.
+//! `docs/architecture.md` shows how data flows between them.
 
 pub mod api;
 pub mod averaging;

@@ -26,8 +26,14 @@ pub struct Counters {
     pub rounds: AtomicU64,
     /// Merges applied to the model.
     pub merges: AtomicU64,
-    /// Models fetched but refused (wrong layout, non-finite values, a loss on the held-back
-    /// data over the acceptance bound, or not better for an adoption).
+    /// Partner models the training thread refused by a check ([`Rejection`]: another layout,
+    /// non-finite values or a held-back loss that could not be computed, a held-back loss
+    /// over the acceptance bound, a distance from our model over the distance bound), one
+    /// each; plus one each time the trainer failed to take in the merged or adopted weights.
+    /// An adoption candidate that does not beat our model is merged instead, and counts here
+    /// only if a check refuses it.
+    ///
+    /// [`Rejection`]: crate::averaging::robust::Rejection
     pub merges_rejected: AtomicU64,
     /// Partner differences cut by norm clipping.
     pub merges_clipped: AtomicU64,

@@ -25,7 +25,7 @@ pub fn encode(s: &NodeStatus) -> Result<String, std::fmt::Error> {
         ("merges", "Merges applied to the model", c.merges),
         (
             "merges_rejected",
-            "Fetched models refused (layout, non-finite values, held-back loss)",
+            "Partner models refused by a check, and weights the trainer failed to take in",
             c.merges_rejected,
         ),
         (

@@ -129,12 +129,14 @@ impl Default for ServeLimits {
     }
 }
 
-/// Megabits per second as bytes per second; 0 (or less, or not finite) is `None`, unlimited.
+/// Megabits per second as bytes per second (`mbps * 1_000_000 / 8`), unchecked: 0 gives 0.0
+/// and a negative or non-finite input comes back scaled as it is; [`rate_limit`] turns
+/// those into `None` (unlimited).
 pub fn mbps_to_bytes(mbps: f64) -> f64 {
     mbps * 1_000_000.0 / 8.0
 }
 
-/// `mbps` as a byte rate, `None` for 0 (unlimited).
+/// `mbps` as a byte rate, `None` (unlimited) for 0, a negative or a non-finite value.
 pub fn rate_limit(mbps: f64) -> Option<f64> {
     (mbps.is_finite() && mbps > 0.0).then(|| mbps_to_bytes(mbps))
 }

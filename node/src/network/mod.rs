@@ -51,7 +51,10 @@ pub struct NetworkConfig {
     /// Namespaces the gossip topic and the protocol ids.
     pub network_id: String,
     pub listen: Vec<Multiaddr>,
-    /// Peers to dial at start (multiaddrs ending in `/p2p/<peer id>`).
+    /// Peers to dial at start, and every 10 s while not connected to them nor blocked. A
+    /// trailing `/p2p/<peer id>` is optional: without it the peer's id is learned when a
+    /// connection to the address is made. `crate::config` accepts only IP addresses here (no
+    /// `/dns*`: host names are not resolved) and, with a pre-shared key, no QUIC address.
     pub bootstrap: Vec<Multiaddr>,
     pub mdns: bool,
     pub kademlia: bool,

@@ -1,7 +1,7 @@
 //! The simulated network, as pure functions of the scenario's seed: each link's latency,
 //! whether two peers reach each other at a time (partitions), whether a message is lost,
-//! and how long a transfer takes. It holds no state that changes; it must not know about
-//! peers' models or cores.
+//! and how long a transfer takes (at one rate for the whole network). It holds no state
+//! that changes; it must not know about peers' models or cores.
 
 use super::scenario::{NetworkModel, Split};
 use std::time::Duration;
@@ -82,7 +82,9 @@ impl Links {
         ((h >> 11) as f64 / (1u64 << 53) as f64) < self.loss
     }
 
-    /// Time to move `bytes` over one link.
+    /// Time to move `bytes` over any link: `bytes` at the scenario's `bandwidth_mbps`, one
+    /// rate for every link and both directions (no per-peer rates, no sharing between
+    /// transfers).
     pub fn transfer(&self, bytes: u64) -> Duration {
         Duration::from_secs_f64(bytes as f64 / self.bytes_per_sec)
     }

@@ -11,6 +11,7 @@
 //! - [`cpu`]: CPU time by activity, read from the kernel's CPU clocks.
 //! - [`data`]: datasets (built-in digits, IDX files) and their partition among peers.
 //! - [`history`]: the ring buffer of network snapshots behind `/api/history`, and its recorder.
+//! - [`hostile`]: hostile behaviours for tests and attack runs (poisoned models and claims).
 //! - [`identity`]: the node's ed25519 identity in `<data_dir>/identity.key`.
 //! - [`init`]: `murmur init`, which writes a commented `peer.toml`.
 //! - [`logging`]: `tracing` setup: `RUST_LOG` filtering, text or JSON lines on stderr.
@@ -18,12 +19,14 @@
 //! - [`model`]: the candle models and their parameters in canonical order.
 //! - `names` (private): fixed names for small setting enums (config values and flags).
 //! - [`network`]: the libp2p swarm in one event-loop task, and its [`network::Client`] handle.
-//! - [`node`]: a running node: the task that drives the averaging core, and its status.
+//! - [`node`]: a running node: the task that drives the averaging core.
 //! - [`run`]: `murmur run`, one peer from a config file.
 //! - [`sim`]: `murmur sim`, many peers in one process in virtual time.
+//! - [`status`]: what a node says about itself: its status snapshot and its events.
 //! - [`store`]: the content-addressed chunk and manifest store, and checkpoints on disk.
 //! - [`testnet`]: `murmur testnet`, N peer processes on this machine with a live summary.
-//! - [`train`]: a [`train::Trainer`], merging partner models into it, its thread, `murmur train`.
+//! - [`train`]: a [`train::Trainer`], merging partner models into it, the round cycle, its
+//!   thread, `murmur train`.
 //!
 //! `docs/architecture.md` shows how data flows between them.
 

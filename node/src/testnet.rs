@@ -320,6 +320,10 @@ pub struct TestnetSummary {
     /// With `--until-accuracy`: seconds until every peer had reported the target at least
     /// once (`seconds` is until all report it at the same time).
     pub each_reached_secs: Option<f64>,
+    /// With `--until-accuracy` or `--target-accuracy`: at the first poll where every honest
+    /// peer reported the target at once, the most samples behind a peer's reported accuracy
+    /// (its `eval_samples`).
+    pub all_reached_samples: Option<u64>,
     pub dir: PathBuf,
     pub dashboard: String,
 }
@@ -534,6 +538,7 @@ pub async fn run(args: &TestnetArgs) -> anyhow::Result<TestnetSummary> {
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
+    let mut all_reached: Option<u64> = None;
     let stop = loop {
         tokio::select! {
             _ = &mut ctrl_c => { bar.println("interrupted"); break StopReason::Interrupted; }
@@ -594,6 +599,17 @@ pub async fn run(args: &TestnetArgs) -> anyhow::Result<TestnetSummary> {
             .map(|p| p.last.as_ref().map_or(0, |s| s.eval_samples))
             .min()
             .unwrap_or(0);
+        if all_reached.is_none()
+            && all_up
+            && args
+                .until_accuracy
+                .or(args.target_accuracy)
+                .is_some_and(|a| min >= a)
+        {
+            all_reached = honest()
+                .filter_map(|p| p.last.as_ref().map(|s| s.eval_samples))
+                .max();
+        }
         if args.until_accuracy.is_some_and(|a| all_up && min >= a) {
             break StopReason::Accuracy;
         }
@@ -663,6 +679,7 @@ pub async fn run(args: &TestnetArgs) -> anyhow::Result<TestnetSummary> {
         seconds,
         stop,
         each_reached_secs,
+        all_reached_samples: all_reached,
         dir,
         dashboard,
     })

@@ -47,8 +47,9 @@ pub const BLOCK_IF_HEARD_WITHIN: Duration = Duration::from_secs(5);
 /// timeouts while a network split cut it off is chosen again some time after the heal.
 pub const CHARGE_DECAY: Duration = Duration::from_secs(10);
 
-/// Charges for a model that failed a check (a bad chunk costs one). Fetching it forgave its
-/// peer up to two (a good manifest answer, and its chunks once the fetch completed), so a
+/// Charges for a model that failed a check (a response with bad chunks costs one). Fetching
+/// it forgave its peer up to two (a good manifest answer, and its chunks once the fetch
+/// completed; [`super::fetch::state`] applies the same rules in the node and the simulator), so a
 /// refusal must cost more than that: each refused model moves its peer at least two charges
 /// closer to a block, each accepted one forgives one more.
 pub const REJECTED_MODEL_CHARGES: u32 = 4;
@@ -273,8 +274,9 @@ impl<P: Copy + Ord> Core<P> {
         self.round_time
     }
 
-    /// An announcement from `from` arrived at `now`. A peer is heard at most once per half
-    /// of this peer's round: announcing in bursts does not make it look fresher.
+    /// An announcement from `from` arrived at `now`. A peer is heard at most once per the
+    /// longer of [`MIN_ANNOUNCE_INTERVAL`] and half of this peer's round time: announcing in
+    /// bursts does not make it look fresher.
     pub fn hear(&mut self, now: Duration, from: P, announce: Announce) -> Heed {
         let min_interval = MIN_ANNOUNCE_INTERVAL.max(self.round_time.unwrap_or_default() / 2);
         self.peers.hear(from, announce, now, min_interval)

@@ -130,8 +130,9 @@ pub const ADOPT_RATIO: f32 = 0.8;
 
 /// Whether a model offered for adoption replaces this peer's outright: only if its loss on
 /// the held-back slice is below [`ADOPT_RATIO`] times this peer's own model's. One that does not
-/// is merged instead if it passes [`accept_for_merge`] (on a skewed shard a good network
-/// model may still score worse than a local model on local data).
+/// is checked like a partner (distance, then [`accept_for_merge`]) and, if it passes, merged
+/// with fixed weights 0.5 and 0.5 (on a skewed shard a good network model may still score
+/// worse than a local model on local data).
 pub fn adopt_outright(own: f32, partner: f32) -> bool {
     partner.is_finite() && (partner < ADOPT_RATIO * own || !own.is_finite())
 }

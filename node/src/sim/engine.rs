@@ -89,7 +89,8 @@ pub struct NetLine {
     pub live: usize,
     pub mean_accuracy: f32,
     pub min_accuracy: f32,
-    /// Root mean square distance of the live peers' models from their mean.
+    /// Mean squared distance of the live peers' models from their mean, `(1/n) Σ ||w_i -
+    /// w̄||²`: what a real node estimates from projections, here computed exactly.
     pub consensus_distance: f64,
     /// Per split group (empty when none is active): the same distance within each group,
     /// and between the groups' means.
@@ -916,7 +917,7 @@ fn message_key(sender: u32, announce: &Announce) -> u64 {
         ))
 }
 
-/// The root mean square distance of `models` from their mean, and the mean.
+/// The mean squared distance of `models` from their mean, and the mean.
 fn spread(models: &[&[f32]]) -> (f64, Vec<f32>) {
     let Some(first) = models.first() else {
         return (0.0, Vec::new());
@@ -937,8 +938,5 @@ fn spread(models: &[&[f32]]) -> (f64, Vec<f32>) {
             .map(|(v, a)| (f64::from(*v) - a).powi(2))
             .sum::<f64>();
     }
-    (
-        (total / n).sqrt(),
-        mean.into_iter().map(|a| a as f32).collect(),
-    )
+    (total / n, mean.into_iter().map(|a| a as f32).collect())
 }

@@ -131,7 +131,7 @@ pub struct SimSummary {
     /// blake3 of the trace's bytes (equal for equal runs).
     pub trace_digest: String,
     pub trace: Option<PathBuf>,
-    /// The last network sample's consensus distance (root mean square distance of the live
+    /// The last network sample's consensus distance (mean squared distance of the live
     /// honest models from their mean).
     pub final_consensus_distance: f64,
     /// Peers blocked by some peer over the run, announcements throttled.
@@ -145,6 +145,52 @@ pub struct SimSummary {
 /// A simulated peer's name in the summary, the trace and the dashboard.
 pub fn peer_name(id: u32) -> String {
     format!("sim-{id:05}")
+}
+
+/// About `n` indices of `labels`, each class in its share of them, drawn at random by
+/// `seed` (sorted, so the subset keeps the split's order).
+fn stratified(labels: &[u8], n: usize, seed: u64) -> Vec<usize> {
+    use rand::seq::SliceRandom;
+    let mut rng = ChaCha8Rng::seed_from_u64(net::mix(seed ^ 0x7465_7374));
+    let mut by_class: std::collections::BTreeMap<u8, Vec<usize>> = Default::default();
+    for (i, l) in labels.iter().enumerate() {
+        by_class.entry(*l).or_default().push(i);
+    }
+    let total = labels.len().max(1);
+    let mut picked: Vec<usize> = by_class
+        .into_values()
+        .flat_map(|mut rows| {
+            let take = (rows.len() * n).div_ceil(total).min(rows.len());
+            rows.shuffle(&mut rng);
+            rows.truncate(take);
+            rows
+        })
+        .collect();
+    picked.sort_unstable();
+    picked
+}
+
+/// At the first evaluation after which every honest peer that did not leave has its latest
+/// evaluation at `target` or above, the most samples behind those evaluations (as
+/// `murmur testnet` reports for its first poll with every peer at the target).
+fn all_reached_samples(peers: &[SimPeer], target: f32) -> Option<u64> {
+    if target <= 0.0 {
+        return None;
+    }
+    let honest: Vec<&SimPeer> = peers
+        .iter()
+        .filter(|p| p.hostile.is_none() && p.life != Life::Gone)
+        .collect();
+    let mut lines: Vec<&peer::PeerLine> = honest.iter().flat_map(|p| &p.trace).collect();
+    lines.sort_by(|a, b| a.t.total_cmp(&b.t).then(a.peer.cmp(&b.peer)));
+    let mut latest: std::collections::BTreeMap<u32, (f32, u64)> = Default::default();
+    for line in lines {
+        latest.insert(line.peer, (line.accuracy, line.samples));
+        if latest.len() == honest.len() && latest.values().all(|(a, _)| *a >= target) {
+            return latest.values().map(|(_, s)| *s).max();
+        }
+    }
+    None
 }
 
 /// Peak resident set size of this process, from `/proc/self/status`.
@@ -174,12 +220,15 @@ pub fn run(args: &SimArgs) -> anyhow::Result<SimSummary> {
         &checked.partition,
         cfg.training.seed,
     )?;
-    let test_len = if s.eval.test_samples == 0 {
-        dataset.test.len
+    let test = if s.eval.test_samples == 0 || s.eval.test_samples >= dataset.test.len {
+        dataset.test.clone()
     } else {
-        s.eval.test_samples.min(dataset.test.len)
+        dataset.test.subset(&stratified(
+            &dataset.test.labels,
+            s.eval.test_samples,
+            s.seed,
+        ))
     };
-    let test = dataset.test.subset(&(0..test_len).collect::<Vec<usize>>());
     let empty = Split {
         features: Vec::new(),
         labels: Vec::new(),
@@ -421,6 +470,7 @@ fn summarize(
             StopReason::Duration
         },
         each_reached_secs: None,
+        all_reached_samples: all_reached_samples(&world.peers, s.target_accuracy),
         dir: args.trace.clone().unwrap_or_default(),
         dashboard: String::new(),
         peers,
@@ -508,4 +558,27 @@ pub async fn serve(addr: std::net::SocketAddr, summary: &SimSummary) -> anyhow::
     tokio::signal::ctrl_c().await?;
     let _ = stop_tx.send(true);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stratified_subset_keeps_each_class_share_and_depends_on_the_seed() {
+        // 600 of class 0, 300 of class 1, 100 of class 2.
+        let labels: Vec<u8> = (0..1000)
+            .map(|i| match i % 10 {
+                0..=5 => 0,
+                6..=8 => 1,
+                _ => 2,
+            })
+            .collect();
+        let picked = stratified(&labels, 100, 1);
+        let count = |c: u8| picked.iter().filter(|&&i| labels[i] == c).count();
+        assert_eq!((count(0), count(1), count(2)), (60, 30, 10));
+        assert!(picked.windows(2).all(|w| w[0] < w[1]), "sorted, no repeats");
+        assert_eq!(picked, stratified(&labels, 100, 1));
+        assert_ne!(picked, stratified(&labels, 100, 2));
+    }
 }

@@ -83,8 +83,8 @@ impl Links {
     }
 
     /// Time to move `bytes` over any link: `bytes` at the scenario's `bandwidth_mbps`, one
-    /// rate for every link and both directions (no per-peer rates, no sharing between
-    /// transfers).
+    /// rate for every link and both directions (no per-peer rates). The engine queues a
+    /// fetching peer's chunk answers one after the other on its downlink.
     pub fn transfer(&self, bytes: u64) -> Duration {
         Duration::from_secs_f64(bytes as f64 / self.bytes_per_sec)
     }

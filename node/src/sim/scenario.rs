@@ -71,8 +71,9 @@ impl Default for Scenario {
 pub struct NetworkModel {
     pub latency_ms: f64,
     pub jitter_ms: f64,
-    /// Every peer's upload and download rate; a transfer runs at the lower of the two
-    /// ends' (no sharing between transfers is modelled).
+    /// One rate for every link, both ways. A fetching peer's chunk answers arrive one after
+    /// the other at this rate (its downlink is shared by its fetch's transfers); what a
+    /// holder serves to several peers at once is not shared.
     pub bandwidth_mbps: f64,
     /// Probability that any one message (an announcement to one peer, a request) is lost.
     pub loss: f64,
@@ -108,7 +109,10 @@ pub struct Eval {
     /// the first round ending at least this many virtual seconds after its last evaluation
     /// (what a real node does, every 2 s), and after its last round.
     pub every_secs: f64,
-    /// Test examples evaluated on (the first ones of the test split; 0 = all).
+    /// Test examples evaluated on: 0 (the default) evaluates on the whole test split, as a
+    /// real node does; N evaluates on a stratified random subset of about N (each class in
+    /// its share of the split, drawn by the scenario's seed): faster for large runs, and
+    /// biased by the draw (docs/simulation.md measures it).
     pub test_samples: usize,
     /// Virtual seconds between two network-wide lines of the trace.
     pub trace_every_secs: f64,
@@ -119,7 +123,7 @@ impl Default for Eval {
         Self {
             every_rounds: 5,
             every_secs: 0.0,
-            test_samples: 2_000,
+            test_samples: 0,
             trace_every_secs: 5.0,
         }
     }

@@ -263,3 +263,69 @@ impl Merger {
         Ok((Some(own), verdicts, done.clipped))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::{self, DatasetName};
+    use crate::train::TrainConfig;
+
+    fn trainer(holdout: usize) -> Trainer {
+        let ds = data::load(DatasetName::Digits, None).unwrap();
+        let cfg = TrainConfig {
+            model: "mlp:8".parse().unwrap(),
+            holdout,
+            ..TrainConfig::default()
+        };
+        Trainer::new(&cfg, ds.shape, ds.classes, ds.train, ds.test).unwrap()
+    }
+
+    /// A model with a non-finite value is refused before any loss is computed, whether it
+    /// is offered for a merge or for adoption, and the weights stay as they were.
+    #[test]
+    fn a_non_finite_model_is_refused() {
+        for holdout in [0, 100] {
+            let mut t = trainer(holdout);
+            let before = t.export().unwrap();
+            let mut merger = Merger::new(&t, OuterParams::PLAIN, Defence::NONE).unwrap();
+            let mut bad = before.clone();
+            bad.values_mut()[3] = f32::NAN;
+            let merged = merger
+                .apply(
+                    &mut t,
+                    Offer::Merge {
+                        partners: vec![bad.clone()],
+                        weights: vec![0.5, 0.5],
+                    },
+                )
+                .unwrap();
+            assert_eq!(merged.verdicts, vec![Err(Rejection::NonFinite)]);
+            assert!(!merged.absorbed);
+            let adopted = merger.apply(&mut t, Offer::Adopt { model: bad }).unwrap();
+            assert_eq!(adopted.verdicts, vec![Err(Rejection::NonFinite)]);
+            assert!(!adopted.absorbed);
+            assert_eq!(t.export().unwrap().values(), before.values());
+        }
+    }
+
+    /// With no held-back examples there is no loss to compare: a finite model of our layout
+    /// offered for adoption replaces the weights outright.
+    #[test]
+    fn an_adoption_without_held_back_data_is_taken() {
+        let mut t = trainer(0);
+        let mut merger = Merger::new(&t, OuterParams::PLAIN, Defence::NONE).unwrap();
+        let mut model = t.export().unwrap();
+        model.values_mut().iter_mut().for_each(|v| *v += 0.5);
+        let applied = merger
+            .apply(
+                &mut t,
+                Offer::Adopt {
+                    model: model.clone(),
+                },
+            )
+            .unwrap();
+        assert_eq!(applied.verdicts, vec![Ok(Taken::Adopted)]);
+        assert!(applied.absorbed);
+        assert_eq!(t.export().unwrap().values(), model.values());
+    }
+}

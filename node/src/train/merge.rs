@@ -267,18 +267,7 @@ impl Merger {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::{self, DatasetName};
-    use crate::train::TrainConfig;
-
-    fn trainer(holdout: usize) -> Trainer {
-        let ds = data::load(DatasetName::Digits, None).unwrap();
-        let cfg = TrainConfig {
-            model: "mlp:8".parse().unwrap(),
-            holdout,
-            ..TrainConfig::default()
-        };
-        Trainer::new(&cfg, ds.shape, ds.classes, ds.train, ds.test).unwrap()
-    }
+    use crate::train::digits_trainer as trainer;
 
     /// A model with a non-finite value is refused before any loss is computed, whether it
     /// is offered for a merge or for adoption, and the weights stay as they were.

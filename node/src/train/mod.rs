@@ -331,6 +331,19 @@ fn hold_back(train: Split, holdout: usize, rng: &mut ChaCha8Rng) -> (Split, Spli
     (train.subset(&kept), train.subset(&held))
 }
 
+/// A small trainer for unit tests: an 8-unit MLP on the built-in digits, `holdout`
+/// examples held back.
+#[cfg(test)]
+pub(crate) fn digits_trainer(holdout: usize) -> Trainer {
+    let ds = crate::data::load(crate::data::DatasetName::Digits, None).unwrap();
+    let cfg = TrainConfig {
+        model: "mlp:8".parse().unwrap(),
+        holdout,
+        ..TrainConfig::default()
+    };
+    Trainer::new(&cfg, ds.shape, ds.classes, ds.train, ds.test).unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

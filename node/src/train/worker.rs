@@ -403,18 +403,7 @@ pub fn local_step(trainer: &mut Trainer, policy: &RoundPolicy) -> Result<(), Tra
 mod tests {
     use super::*;
     use crate::averaging::robust::Aggregation;
-    use crate::data::{self, DatasetName};
-    use crate::train::TrainConfig;
-
-    fn trainer_with(holdout: usize) -> Trainer {
-        let ds = data::load(DatasetName::Digits, None).unwrap();
-        let cfg = TrainConfig {
-            model: "mlp:8".parse().unwrap(),
-            holdout,
-            ..TrainConfig::default()
-        };
-        Trainer::new(&cfg, ds.shape, ds.classes, ds.train, ds.test).unwrap()
-    }
+    use crate::train::digits_trainer as trainer_with;
 
     fn trainer() -> Trainer {
         trainer_with(0)

@@ -23,8 +23,22 @@ failed=1
 LATE=murmur-late
 cleanup() {
   if [ "$failed" -ne 0 ] && docker inspect "$LATE" >/dev/null 2>&1; then
-    echo "----- logs of the late peer (last 40 lines) -----"
+    echo "----- logs of the late peer (last 40 lines, then its warnings) -----"
     docker logs --tail 40 "$LATE" 2>&1 || true
+    docker logs "$LATE" 2>&1 | grep -E " (WARN|ERROR) " | tail -n 40 || true
+  fi
+  if [ "$failed" -ne 0 ]; then
+    # What each live peer knows of the others: whom it hears, is connected to, blocks and
+    # charges, and how its latest averagings ended.
+    for i in $(seq 1 "$N"); do
+      echo "----- status of peer$i -----"
+      api "$i" /api/status | jq -c '{version, accuracy, heard: [.peers[].peer_id[-6:]],
+        connected: [.connected[][-6:]], blocked: [.blocked[][-6:]], error_charges,
+        merges: .counters.merges, rejected: .counters.merges_rejected,
+        fetch_failures: .counters.fetch_failures, adoption: (.adoption != null),
+        averagings: [.averagings[-4:][] | {kind, outcome, errors: [.models[].error]}]}' \
+        2>/dev/null || echo "(no answer)"
+    done
   fi
   docker rm -f "$LATE" >/dev/null 2>&1 || true
   if [ "$failed" -ne 0 ] && [ -f "$RUN_DIR/docker-compose.yml" ]; then

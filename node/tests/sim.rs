@@ -1,7 +1,8 @@
 //! `murmur sim`, run as a user runs it: the same seed and scenario give the same trace bit
 //! for bit whatever the thread count, another seed another trace; a split network forms two
 //! clusters that merge after the heal; hostile peers are refused; a bad scenario is refused
-//! before anything runs.
+//! before anything runs; the exact-averaging reference keeps every peer on one model, and
+//! gossip reaches a target within a bounded multiple of its samples.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use serde_json::Value;
@@ -215,4 +216,41 @@ fn the_dashboard_shows_a_simulation() {
     let last = points.last().unwrap();
     assert_eq!(last["peers"].as_object().unwrap().len(), 6, "{last}");
     assert!(last["consensus_distance"].is_number());
+}
+
+/// The exact-averaging reference ends every round with every peer on the same model (the
+/// run ends right after one, so the final consensus distance is exactly zero), and the
+/// default gossip reaches the same target within a bounded multiple of its samples.
+#[test]
+fn exact_averaging_is_the_ceiling_gossip_approaches() {
+    let base = [
+        "--peers",
+        "8",
+        "--rounds",
+        "30",
+        "--partition",
+        "dirichlet:0.5",
+        "--target-accuracy",
+        "0.9",
+        "--seed",
+        "3",
+    ];
+    let exact = sim(&[&base[..], &["--exact-averaging"]].concat());
+    assert_eq!(
+        exact["final_consensus_distance"].as_f64(),
+        Some(0.0),
+        "{exact}"
+    );
+    let gossip = sim(&base);
+    assert!(gossip["final_consensus_distance"].as_f64().unwrap() > 0.0);
+    let e = exact["all_reached_samples"]
+        .as_u64()
+        .expect("exact averaging reaches the target");
+    let g = gossip["all_reached_samples"]
+        .as_u64()
+        .expect("gossip reaches the target");
+    assert!(
+        g <= 4 * e,
+        "gossip needed {g} samples per peer, exact averaging {e}"
+    );
 }

@@ -76,6 +76,8 @@ pub struct Rules {
     pub down: Duration,
     pub leave_share: f64,
     pub target: f32,
+    /// Exact averaging instead of gossip (the scenario's `exact_averaging`).
+    pub exact: bool,
     pub core: crate::averaging::core::CoreConfig,
     /// Virtual time after which the run stops even if rounds are left.
     pub give_up: Duration,
@@ -300,8 +302,10 @@ impl World {
                     self.push(at, p as u32, Kind::Trained);
                     return Ok(());
                 }
-                Next::Trained { .. } => {
-                    if !self.rules.round.overlap {
+                Next::Trained { round } => {
+                    if self.rules.exact {
+                        self.exact_average(p, round)?;
+                    } else if !self.rules.round.overlap {
                         self.average(p)?;
                     }
                 }
@@ -401,10 +405,52 @@ impl World {
         self.drive(p)
     }
 
-    /// Plans peer `p`'s averaging and times its fetches: the merge is ready when the last
-    /// model fetched within [`STRAGGLER_WAIT`] of the first arrived; with no plan the
-    /// trainer is told at once that no merge is coming, with every fetch failed when the
-    /// last one gave up.
+    /// The exact-averaging reference: peer `p` finished round `round`'s steps; once every
+    /// live peer has, each one's model becomes the exact mean of all of them (optimizer state
+    /// kept, as a merge keeps it) and each round goes on to be published.
+    fn exact_average(&mut self, p: usize, round: u64) -> Result<(), TrainError> {
+        self.peers[p].exact_round = round;
+        let live: Vec<usize> = (0..self.peers.len())
+            .filter(|&i| self.peers[i].life == Life::Up)
+            .collect();
+        if live.iter().any(|&i| self.peers[i].exact_round < round) {
+            return Ok(());
+        }
+        let models: Vec<FlatParams> = live
+            .iter()
+            .map(|&i| self.peers[i].trainer.export())
+            .collect::<Result<_, _>>()?;
+        let Some(first) = models.first() else {
+            return Ok(());
+        };
+        let mut sum = vec![0f64; first.values().len()];
+        for m in &models {
+            for (a, v) in sum.iter_mut().zip(m.values()) {
+                *a += f64::from(*v);
+            }
+        }
+        let n = models.len() as f64;
+        let mut mean = first.clone();
+        for (v, a) in mean.values_mut().iter_mut().zip(&sum) {
+            *v = (a / n) as f32;
+        }
+        for &i in &live {
+            let peer = &mut self.peers[i];
+            peer.trainer.absorb(&mean, false)?;
+            peer.merges += 1;
+            peer.cycle.answered();
+        }
+        // The others wait for their merge; `p` goes on in its own drive.
+        for &i in live.iter().filter(|&&i| i != p) {
+            self.drive(i)?;
+        }
+        Ok(())
+    }
+
+    /// Plans peer `p`'s averaging and times its fetches: the merge is ready when every
+    /// fetch has ended or [`STRAGGLER_WAIT`] after the first model arrived, whichever comes
+    /// first, with the models in by then; with no plan the trainer is told at once that no
+    /// merge is coming, with every fetch failed when the last one gave up.
     fn average(&mut self, p: usize) -> Result<(), TrainError> {
         self.deliver(p);
         let now = self.now;
@@ -424,23 +470,22 @@ impl World {
         };
         let mut got: Vec<(Duration, usize, Arc<FlatParams>)> = Vec::new();
         let mut ledgers = Vec::new();
-        let mut last_failure = now;
+        // When the last fetch ended, whatever its result.
+        let mut last_end = now;
         for (i, partner) in plan.partners.iter().enumerate() {
             let fetched = self.fetch(p, partner);
+            last_end = last_end.max(fetched.at);
             ledgers.push((fetched.at, fetched.ledger));
-            match fetched.got {
-                Some((stats, model)) => {
-                    self.peers[p].bytes_received += stats.bytes;
-                    self.peers[p].chunks_fetched += stats.chunks_fetched as u64;
-                    let per_chunk = stats.bytes / stats.chunks_fetched.max(1) as u64;
-                    for (holder, n) in stats.sources {
-                        if let Some(h) = self.peers.get_mut(holder as usize) {
-                            h.bytes_sent += per_chunk * n as u64;
-                        }
+            if let Some((stats, model)) = fetched.got {
+                self.peers[p].bytes_received += stats.bytes;
+                self.peers[p].chunks_fetched += stats.chunks_fetched as u64;
+                let per_chunk = stats.bytes / stats.chunks_fetched.max(1) as u64;
+                for (holder, n) in stats.sources {
+                    if let Some(h) = self.peers.get_mut(holder as usize) {
+                        h.bytes_sent += per_chunk * n as u64;
                     }
-                    got.push((fetched.at, i, model));
                 }
-                None => last_failure = last_failure.max(fetched.at),
+                got.push((fetched.at, i, model));
             }
         }
         // What each fetch charged counts from when it ended.
@@ -450,12 +495,13 @@ impl World {
                 plan,
                 models: Vec::new(),
             });
-            self.push(last_failure, p as u32, Kind::FetchFailed);
+            self.push(last_end, p as u32, Kind::FetchFailed);
             return Ok(());
         };
-        let cutoff = first + STRAGGLER_WAIT;
-        got.retain(|(at, _, _)| *at <= cutoff);
-        let ready = got.iter().map(|(at, _, _)| *at).max().unwrap_or(first);
+        // As the node's averaging task: the merge goes ahead when every fetch has ended, or
+        // STRAGGLER_WAIT after the first model arrived, whichever comes first.
+        let ready = last_end.min(first + STRAGGLER_WAIT);
+        got.retain(|(at, _, _)| *at <= ready);
         self.peers[p].incoming = Some(Incoming {
             plan,
             models: got.into_iter().map(|(_, i, m)| (i, m)).collect(),
@@ -543,7 +589,7 @@ impl World {
         downlink_free: &mut Duration,
     ) -> (Duration, Answer) {
         let Some(holder) = self.peers.get(h as usize) else {
-            return (t + self.rules.request_timeout, failed(ask));
+            return (t.saturating_add(self.rules.request_timeout), failed(ask));
         };
         let rtt = self.links.latency(me, h) * 2;
         let key = mix(u64::from(me) << 32 | u64::from(h)) ^ token ^ t.as_nanos() as u64;
@@ -552,7 +598,7 @@ impl World {
             && !self.links.lost(key)
             && holder.hostile != Some(Hostile::Unservable);
         if !reachable {
-            return (t + self.rules.request_timeout, failed(ask));
+            return (t.saturating_add(self.rules.request_timeout), failed(ask));
         }
         let served = holder.serves(manifest);
         match ask {
@@ -635,14 +681,12 @@ impl World {
         let now = self.now;
         let peer = &mut self.peers[p];
         let mut params = peer.trainer.export()?;
-        let loss = peer.last_eval.map_or(0.0, |(e, _)| e.loss);
-        if !publishable(&params, loss) {
+        // The round's model is evaluated later, in a batch: only its weights can be judged
+        // now (the node judges a loss too when it evaluated this very model).
+        if !publishable(&params, None) {
             peer.rollbacks += 1;
             peer.merger.roll_back(&mut peer.trainer)?;
             params = peer.trainer.export()?;
-            // As the training thread does, the rolled-back model is evaluated afresh.
-            peer.last_eval = None;
-            peer.last_eval_at = None;
         }
         peer.rounds_done += 1;
         let reached_rounds = peer.rounds_done == self.rules.rounds;
@@ -663,9 +707,8 @@ impl World {
                 params: params.clone(),
             });
         }
-        let loss = peer.last_eval.map_or(0.0, |(e, _)| e.loss);
         if let RoundStep::Announce { version } =
-            peer.core.round_finished(now, publishable(&params, loss))
+            peer.core.round_finished(now, publishable(&params, None))
         {
             let manifest = ManifestId::of(
                 &[

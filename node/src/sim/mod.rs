@@ -57,6 +57,10 @@ pub struct SimArgs {
     /// Record when each peer first reports this test accuracy (0..1).
     #[arg(long)]
     pub target_accuracy: Option<f32>,
+    /// The exact-averaging reference instead of gossip: every round ends with every peer
+    /// on the exact mean of all peers' models (see docs/simulation.md).
+    #[arg(long)]
+    pub exact_averaging: bool,
     /// A scenario file (TOML; see testnet/scenarios/ and docs/simulation.md).
     #[arg(long)]
     pub scenario: Option<PathBuf>,
@@ -106,6 +110,9 @@ impl SimArgs {
         }
         if let Some(v) = self.target_accuracy {
             s.target_accuracy = v;
+        }
+        if self.exact_averaging {
+            s.exact_averaging = true;
         }
         Ok(s)
     }
@@ -316,6 +323,7 @@ pub fn run(args: &SimArgs) -> anyhow::Result<SimSummary> {
         down: Duration::from_secs_f64(s.churn.down_secs),
         leave_share: s.churn.leave_share,
         target: s.target_accuracy,
+        exact: s.exact_averaging,
         core,
         give_up: nominal_round * u32::try_from(s.rounds.saturating_mul(4)).unwrap_or(u32::MAX)
             + Duration::from_secs_f64(last_event + s.churn.down_secs),

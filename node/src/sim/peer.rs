@@ -88,6 +88,8 @@ pub struct SimPeer {
     pub steps_planned: Option<u64>,
     /// The round whose merge wait's end is scheduled.
     pub wait_scheduled: Option<u64>,
+    /// With exact averaging: the last round whose steps it finished.
+    pub exact_round: u64,
     pub core: Core<u32>,
     pub rng: ChaCha8Rng,
     pub trainer: Trainer,
@@ -146,6 +148,7 @@ impl SimPeer {
             cycle: Cycle::new(round),
             steps_planned: None,
             wait_scheduled: None,
+            exact_round: 0,
             core: Core::new(core, 0, false),
             rng: ChaCha8Rng::seed_from_u64(super::net::mix(seed ^ u64::from(id))),
             trainer,

@@ -30,6 +30,11 @@ pub struct Scenario {
     pub seed: u64,
     /// Record when each peer first reports this test accuracy (0 = none).
     pub target_accuracy: f32,
+    /// The reference instead of gossip: at the end of every round's steps, every peer's
+    /// model is replaced by the exact mean of all peers' models (their optimizers' state is
+    /// kept), with the same trainers, steps, round cycle and evaluation. The ceiling any
+    /// gossip rule approaches. Runs without churn, splits or hostile peers.
+    pub exact_averaging: bool,
     pub network: NetworkModel,
     pub compute: Compute,
     pub eval: Eval,
@@ -52,6 +57,7 @@ impl Default for Scenario {
             rounds: 50,
             seed: 1,
             target_accuracy: 0.0,
+            exact_averaging: false,
             network: NetworkModel::default(),
             compute: Compute::default(),
             eval: Eval::default(),
@@ -267,6 +273,15 @@ impl Scenario {
             (0.0..1.0).contains(&self.hostile.share) && self.hostile.count(self.peers) < self.peers,
             "hostile.share must be within 0..1 and leave at least one honest peer"
         );
+        anyhow::ensure!(
+            !self.exact_averaging
+                || (self.hostile.count(self.peers) == 0
+                    && self.partitions.is_empty()
+                    && self.churn.crash_per_round == 0.0
+                    && self.churn.late_join_share == 0.0),
+            "exact_averaging runs without hostile peers, partitions or churn (it is the \
+             reference an honest, stable network is measured against)"
+        );
         let hostile = if self.hostile.count(self.peers) == 0 {
             None
         } else {
@@ -386,6 +401,14 @@ mod tests {
             ("[churn]\ncrash_per_round = 2", "churn.crash_per_round"),
             ("[churn]\ndown_secs = -5", "churn.down_secs"),
             ("target_accuracy = 2", "target_accuracy"),
+            (
+                "exact_averaging = true\n[churn]\ncrash_per_round = 0.1",
+                "exact_averaging",
+            ),
+            (
+                "exact_averaging = true\n[hostile]\nshare = 0.2\nbehaviour = \"random\"",
+                "exact_averaging",
+            ),
             (
                 "[[partitions]]\nat_secs = 1\nheal_secs = 2\ngroups = 1",
                 "groups",

@@ -18,11 +18,12 @@ use std::time::Duration;
 /// toward this peer's own data.
 pub const MIN_ROUND_TIME: Duration = Duration::from_millis(250);
 
-/// True if a round's model may be published: finite weights, and a finite loss in the
-/// evaluation published with it. Otherwise the trainer goes back to its last published
-/// weights (never published, so never announced nor checkpointed).
-pub fn publishable(params: &FlatParams, loss: f32) -> bool {
-    params.all_finite() && loss.is_finite()
+/// True if a round's model may be published: finite weights, and a finite loss if this
+/// model was evaluated (`loss`: `None` when the evaluation published with the round is an
+/// earlier model's, or comes later, as in the simulator). Otherwise the trainer goes back to
+/// its last published weights (never published, so never announced nor checkpointed).
+pub fn publishable(params: &FlatParams, loss: Option<f32>) -> bool {
+    params.all_finite() && loss.is_none_or(f32::is_finite)
 }
 
 /// What the driver does next.
@@ -342,8 +343,10 @@ mod tests {
         .unwrap();
         let mut bad = ok.clone();
         bad.values_mut()[1] = f32::NAN;
-        assert!(publishable(&ok, 0.5));
-        assert!(!publishable(&bad, 0.5));
-        assert!(!publishable(&ok, f32::INFINITY));
+        assert!(publishable(&ok, Some(0.5)));
+        assert!(publishable(&ok, None));
+        assert!(!publishable(&bad, Some(0.5)));
+        assert!(!publishable(&bad, None));
+        assert!(!publishable(&ok, Some(f32::INFINITY)));
     }
 }

@@ -292,12 +292,12 @@ impl Worker {
     /// be published ([`publishable`]) sends the trainer back to its last published weights,
     /// which are published instead.
     fn publish(&mut self, round: u64) -> Result<(), TrainError> {
-        let (mut eval, mut eval_samples) = self.evaluation()?;
+        let (mut eval, mut eval_samples, fresh) = self.evaluation()?;
         let mut params = self.trainer.export()?;
-        if !publishable(&params, eval.loss) {
+        if !publishable(&params, fresh.then_some(eval.loss)) {
             self.roll_back("the round's model has a non-finite loss or weights")?;
             self.last_eval = None;
-            (eval, eval_samples) = self.evaluation()?;
+            (eval, eval_samples, _) = self.evaluation()?;
             params = self.trainer.export()?;
         }
         if let Some(merger) = &mut self.merger {
@@ -365,12 +365,13 @@ impl Worker {
     }
 
     /// A fresh evaluation when one is due, else the last one; with the samples it was
-    /// measured at. Its CPU time is counted apart.
-    fn evaluation(&mut self) -> Result<(Evaluation, u64), TrainError> {
+    /// measured at, and whether it is fresh (of the current weights). Its CPU time is
+    /// counted apart.
+    fn evaluation(&mut self) -> Result<(Evaluation, u64, bool), TrainError> {
         if let Some((at, eval, cost, samples)) = self.last_eval
             && at.elapsed() < self.policy.eval_every.max(cost * EVAL_COST_RATIO)
         {
-            return Ok((eval, samples));
+            return Ok((eval, samples, false));
         }
         let started = Instant::now();
         let (eval, spent) = measure(&self.clock, || self.trainer.evaluate());
@@ -378,7 +379,7 @@ impl Worker {
         let eval = eval?;
         let samples = self.trainer.samples_seen();
         self.last_eval = Some((Instant::now(), eval, started.elapsed(), samples));
-        Ok((eval, samples))
+        Ok((eval, samples, true))
     }
 }
 

@@ -16,7 +16,7 @@ use libp2p::PeerId;
 use murmur_protocol::codec::decode_manifest;
 use murmur_protocol::tensor::Layout;
 use murmur_protocol::{ChunkId, ChunkReply, Manifest, ManifestId, Request, Response};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Reads a holder's answer to a request for manifest `id`: decoded (size, id, validity) and
 /// checked against our layout; with the manifest and its bytes when it is one of ours.
@@ -177,7 +177,11 @@ pub async fn fetch(
                 requests.push(async move { (token, ask, client.request(peer, request).await) });
             }
             Action::Wait { until } => {
-                let wake = tokio::time::Instant::from_std(origin + until);
+                // A deadline past what the clock can hold (a huge fetch timeout) is a year.
+                let wake = origin
+                    .checked_add(until)
+                    .unwrap_or_else(|| Instant::now() + Duration::from_secs(365 * 24 * 3600));
+                let wake = tokio::time::Instant::from_std(wake);
                 let answer = tokio::select! {
                     answer = requests.next(), if !requests.is_empty() => answer,
                     _ = tokio::time::sleep_until(wake) => None,

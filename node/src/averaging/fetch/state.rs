@@ -238,7 +238,7 @@ impl<P: Copy + Ord + std::fmt::Debug> Fetch<P> {
             },
             holders,
             limits,
-            deadline: now + limits.deadline,
+            deadline: now.saturating_add(limits.deadline),
             tally,
             backoff: Backoff::default(),
             queue: VecDeque::new(),
@@ -272,6 +272,8 @@ impl<P: Copy + Ord + std::fmt::Debug> Fetch<P> {
         let per_request = missing.len().div_ceil(slots).clamp(1, by_budget);
         self.got.chunks_reused = chunks.saturating_sub(missing.len());
         self.queue = missing.into_iter().collect();
+        // A `Busy` answer to the manifest request does not hold back a holder's chunks.
+        self.backoff = Backoff::default();
         self.stage = Stage::Chunks {
             per_request,
             chunks,
@@ -304,34 +306,33 @@ impl<P: Copy + Ord + std::fmt::Debug> Fetch<P> {
                 if asking.is_some() {
                     return Action::Wait { until: deadline };
                 }
-                loop {
-                    if ask.is_empty() {
-                        if again.is_empty() {
-                            let id = self.id;
-                            return self.end(Err(FetchError::NoManifest(id)));
-                        }
-                        ask.extend(again.drain(..));
+                ask.retain(|p| !self.tally.exhausted(p));
+                if ask.is_empty() {
+                    again.retain(|p| !self.tally.exhausted(p));
+                    if again.is_empty() {
+                        let id = self.id;
+                        return self.end(Err(FetchError::NoManifest(id)));
                     }
-                    let Some(&peer) = ask.front() else { continue };
-                    if self.tally.exhausted(&peer) {
-                        ask.pop_front();
-                        continue;
-                    }
-                    if !self.backoff.ready(&peer, now) {
-                        let wake = self.backoff.next_ready([&peer], now).unwrap_or(now);
-                        return Action::Wait {
-                            until: wake.min(deadline),
-                        };
-                    }
-                    ask.pop_front();
-                    self.next_token += 1;
-                    let token = self.next_token;
-                    *asking = Some((token, peer));
-                    return Action::Send {
-                        token,
-                        peer,
-                        ask: Ask::Manifest,
+                    ask.extend(again.drain(..));
+                }
+                // The first holder in order that may be asked now; else wait for the first
+                // backoff to end.
+                let Some(i) = ask.iter().position(|p| self.backoff.ready(p, now)) else {
+                    let wake = self.backoff.next_ready(ask.iter(), now).unwrap_or(now);
+                    return Action::Wait {
+                        until: wake.min(deadline),
                     };
+                };
+                let Some(peer) = ask.remove(i) else {
+                    return Action::Wait { until: deadline };
+                };
+                self.next_token += 1;
+                let token = self.next_token;
+                *asking = Some((token, peer));
+                Action::Send {
+                    token,
+                    peer,
+                    ask: Ask::Manifest,
                 }
             }
             Stage::Chunks { per_request, .. } => {
@@ -844,6 +845,34 @@ mod tests {
             f.finish(Ok(())).0,
             Some(Err(FetchError::NoHolder { missing: 2, .. }))
         ));
+    }
+
+    /// While the first holder backs off after `Busy`, the next one in order is asked; a
+    /// manifest `Busy` does not hold back that holder's chunks.
+    #[test]
+    fn a_busy_first_holder_does_not_hold_up_the_next() {
+        let rates = Rates::new();
+        let mut f = fetch(&[1, 2]);
+        let (t1, p1, _) = sends(&mut f, MS, &rates)[0].clone();
+        assert_eq!(p1, 1);
+        f.manifest_answered(t1, ManifestAnswer::Busy, MS);
+        let (t2, p2, _) = sends(&mut f, MS, &rates)[0].clone();
+        assert_eq!(p2, 2, "asked while holder 1 backs off");
+        f.manifest_answered(
+            t2,
+            ManifestAnswer::Valid {
+                chunk_size: 100,
+                chunks: 4,
+                missing: (0..4).map(chunk).collect(),
+            },
+            MS,
+        );
+        let mut peers: Vec<u32> = sends(&mut f, MS * 2, &rates)
+            .iter()
+            .map(|(_, p, _)| *p)
+            .collect();
+        peers.sort();
+        assert_eq!(peers, vec![1, 1, 2, 2], "holder 1 gets chunks at once");
     }
 
     /// A busy holder is not charged, is left alone for its backoff, and is asked again

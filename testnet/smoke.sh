@@ -167,7 +167,12 @@ late_joined() {
     | ([.peers[].peer_id] as $heard | $want | all(. as $p | $heard | index($p)))
       and .counters.merges >= 2' >/dev/null
 }
-wait_until 40 "the late peer (bootstrapped from peer1 only) hearing every survivor and merging" late_joined
+# Usually within seconds. A fresh peer races the survivors, though: until it adopts the
+# network's model, its own is far from theirs, the distance check refuses it (4 charges) and
+# two refusals block it for 120 s (BLOCK_FOR), the late-joiner false alarm of the open issue on
+# honest refusals. Once the blocks end (charges halved and faded) it races again, so the wait
+# covers one block.
+wait_until 160 "the late peer (bootstrapped from peer1 only) hearing every survivor and merging" late_joined
 phase "late peer joined through peer1: hears $(api "$N" /api/status | jq '.peers | length') peers, merged $(api "$N" /api/status | jq .counters.merges) times"
 say "smoke test passed in $(( $(date +%s) - T0 )) s"
 failed=0

@@ -5,87 +5,56 @@
 //! touch the network or a model.
 
 use crate::hostile::Hostile;
-use bytes::Bytes;
-use murmur_protocol::{Announce, ManifestId, MetricsSummary};
+use murmur_protocol::Announce;
 
-/// A published round, as its peer announces it.
-#[derive(Debug, Clone)]
-pub struct Published {
-    pub manifest: ManifestId,
-    pub version: u64,
-    /// Training samples folded into the model.
-    pub samples: u64,
-    /// The evaluation published with the round.
-    pub accuracy: f32,
-    pub loss: f32,
-    /// The peer's counters so far.
-    pub merges: u64,
-    pub bytes_sent: u64,
-    pub bytes_received: u64,
-    pub train_share: f32,
-    pub comm_share: f32,
-    /// The model's fixed random projection (empty where none is computed).
-    pub projection: Vec<f32>,
-    /// Peer ids of connected peers, as bytes.
-    pub neighbours: Vec<Bytes>,
-}
-
-impl Published {
-    /// The announcement: the round's claims (a hostile peer's lies in place of its version
-    /// or samples), each metric clamped to what the protocol allows.
-    pub fn announce(self, hostile: Option<Hostile>) -> Announce {
-        let (version, samples) = match hostile {
-            Some(h) => h.claims(self.version, self.samples),
-            None => (self.version, self.samples),
-        };
-        Announce {
-            manifest: self.manifest,
-            version,
-            samples,
-            metrics: MetricsSummary {
-                accuracy: self.accuracy.clamp(0.0, 1.0),
-                loss: if self.loss.is_finite() {
-                    self.loss.max(0.0)
-                } else {
-                    0.0
-                },
-                merges: self.merges,
-                bytes_sent: self.bytes_sent,
-                bytes_received: self.bytes_received,
-                train_share: self.train_share.clamp(0.0, 1.0),
-                comm_share: self.comm_share.clamp(0.0, 1.0),
-            },
-            projection: self.projection,
-            neighbours: self
-                .neighbours
-                .into_iter()
-                .take(murmur_protocol::limits::MAX_ANNOUNCED_NEIGHBOURS)
-                .collect(),
-        }
+/// The announcement of a published round, as it goes out: `round` with its claims replaced
+/// by a hostile peer's lies (version or samples), each metric clamped to what the protocol
+/// allows (accuracy and shares in `0..=1`, a finite non-negative loss) and at most
+/// [`murmur_protocol::limits::MAX_ANNOUNCED_NEIGHBOURS`] neighbours.
+pub fn announcement(mut round: Announce, hostile: Option<Hostile>) -> Announce {
+    if let Some(h) = hostile {
+        (round.version, round.samples) = h.claims(round.version, round.samples);
     }
+    let m = &mut round.metrics;
+    m.accuracy = m.accuracy.clamp(0.0, 1.0);
+    m.loss = if m.loss.is_finite() {
+        m.loss.max(0.0)
+    } else {
+        0.0
+    };
+    m.train_share = m.train_share.clamp(0.0, 1.0);
+    m.comm_share = m.comm_share.clamp(0.0, 1.0);
+    round
+        .neighbours
+        .truncate(murmur_protocol::limits::MAX_ANNOUNCED_NEIGHBOURS);
+    round
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
+    use murmur_protocol::{ManifestId, MetricsSummary};
 
     #[test]
     fn metrics_are_clamped_and_a_hostile_peer_lies_about_its_claims() {
-        let round = Published {
+        let round = Announce {
             manifest: ManifestId::of(b"m"),
             version: 7,
             samples: 500,
-            accuracy: 1.5,
-            loss: f32::NAN,
-            merges: 3,
-            bytes_sent: 1,
-            bytes_received: 2,
-            train_share: -0.5,
-            comm_share: 2.0,
+            metrics: MetricsSummary {
+                accuracy: 1.5,
+                loss: f32::NAN,
+                merges: 3,
+                bytes_sent: 1,
+                bytes_received: 2,
+                train_share: -0.5,
+                comm_share: 2.0,
+            },
             projection: Vec::new(),
             neighbours: vec![Bytes::from_static(b"x"); 100],
         };
-        let a = round.clone().announce(None);
+        let a = announcement(round.clone(), None);
         assert_eq!((a.version, a.samples), (7, 500));
         assert_eq!(a.metrics.accuracy, 1.0);
         assert_eq!(a.metrics.loss, 0.0);
@@ -94,14 +63,12 @@ mod tests {
             a.neighbours.len(),
             murmur_protocol::limits::MAX_ANNOUNCED_NEIGHBOURS
         );
-        let negative = Published {
-            loss: -3.0,
-            ..round.clone()
-        };
-        assert_eq!(negative.announce(None).metrics.loss, 0.0);
-        let a = round.clone().announce(Some(Hostile::SamplesMax));
+        let mut negative = round.clone();
+        negative.metrics.loss = -3.0;
+        assert_eq!(announcement(negative, None).metrics.loss, 0.0);
+        let a = announcement(round.clone(), Some(Hostile::SamplesMax));
         assert_eq!((a.version, a.samples), (7, u64::MAX));
-        let a = round.announce(Some(Hostile::VersionMax));
+        let a = announcement(round, Some(Hostile::VersionMax));
         assert_eq!((a.version, a.samples), (u64::MAX, 500));
     }
 }

@@ -33,7 +33,7 @@ use crate::status::{
     AveragingEvent, EVENT_BUFFER, NodeEvent, NodeStatus, PeerView, RECENT_AVERAGINGS,
 };
 
-use crate::averaging::announce::Published;
+use crate::averaging::announce::announcement;
 use crate::averaging::core::{Action, Core, CoreConfig, Outcome, OwnModel, RoundStep};
 use crate::averaging::fetch::FetchLimits;
 use crate::averaging::peers::Heed;
@@ -47,7 +47,7 @@ use crate::train::{TrainConfig, Trainer};
 use anyhow::Context;
 use libp2p::PeerId;
 use murmur_protocol::projection::project;
-use murmur_protocol::{Announce, FlatParams, Layout, ManifestId, Snapshot};
+use murmur_protocol::{Announce, FlatParams, Layout, ManifestId, MetricsSummary, Snapshot};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::collections::VecDeque;

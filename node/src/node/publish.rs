@@ -96,25 +96,29 @@ impl NodeTask {
         });
         let counters = self.counters.snapshot(&self.traffic);
         let net = self.client.status().await;
-        let announce = Published {
-            manifest: announced.id,
-            version,
-            samples: round.samples,
-            accuracy: round.eval.accuracy,
-            loss: round.eval.loss,
-            merges: counters.merges,
-            bytes_sent: counters.bytes_sent,
-            bytes_received: counters.bytes_received,
-            train_share: counters.train_share,
-            comm_share: counters.comm_share,
-            projection,
-            neighbours: net
-                .connected
-                .iter()
-                .map(|p| bytes::Bytes::from(p.to_bytes()))
-                .collect(),
-        }
-        .announce(self.opts.hostile);
+        let announce = announcement(
+            Announce {
+                manifest: announced.id,
+                version,
+                samples: round.samples,
+                metrics: MetricsSummary {
+                    accuracy: round.eval.accuracy,
+                    loss: round.eval.loss,
+                    merges: counters.merges,
+                    bytes_sent: counters.bytes_sent,
+                    bytes_received: counters.bytes_received,
+                    train_share: counters.train_share,
+                    comm_share: counters.comm_share,
+                },
+                projection,
+                neighbours: net
+                    .connected
+                    .iter()
+                    .map(|p| bytes::Bytes::from(p.to_bytes()))
+                    .collect(),
+            },
+            self.opts.hostile,
+        );
         let version = announce.version;
         let _ = self.events.send(NodeEvent::Announce {
             at_secs: self.started.elapsed().as_secs_f64(),

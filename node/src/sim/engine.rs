@@ -8,7 +8,7 @@
 
 use super::net::{Links, mix};
 use super::peer::{EvalJob, Incoming, Life, Served, SimPeer};
-use crate::averaging::announce::Published;
+use crate::averaging::announce::announcement;
 use crate::averaging::budgets::{Ledger, Tally};
 use crate::averaging::core::{Core, Partner, RoundStep};
 use crate::averaging::fetch::FetchLimits;
@@ -22,7 +22,7 @@ use crate::hostile::Hostile;
 use crate::train::TrainError;
 use crate::train::round::{Cycle, Next, Phase, publishable};
 use crate::train::worker::RoundPolicy;
-use murmur_protocol::{Announce, ChunkId, FlatParams, ManifestId};
+use murmur_protocol::{Announce, ChunkId, FlatParams, ManifestId, MetricsSummary};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
@@ -734,22 +734,26 @@ impl World {
             let (accuracy, loss) = peer
                 .last_eval
                 .map_or((0.0, 0.0), |(e, _)| (e.accuracy, e.loss));
-            let announce = Published {
-                manifest,
-                version,
-                samples,
-                accuracy,
-                loss,
-                merges: peer.merges,
-                bytes_sent: peer.bytes_sent,
-                bytes_received: peer.bytes_received,
-                // The simulation models time, not CPU: no shares to report.
-                train_share: 0.0,
-                comm_share: 0.0,
-                projection: Vec::new(),
-                neighbours: Vec::new(),
-            }
-            .announce(peer.hostile);
+            let announce = announcement(
+                Announce {
+                    manifest,
+                    version,
+                    samples,
+                    metrics: MetricsSummary {
+                        accuracy,
+                        loss,
+                        merges: peer.merges,
+                        bytes_sent: peer.bytes_sent,
+                        bytes_received: peer.bytes_received,
+                        // The simulation models time, not CPU: no shares to report.
+                        train_share: 0.0,
+                        comm_share: 0.0,
+                    },
+                    projection: Vec::new(),
+                    neighbours: Vec::new(),
+                },
+                peer.hostile,
+            );
             peer.core
                 .announced(crate::averaging::core::OwnModel { manifest, samples });
             peer.served.push_back(Served {

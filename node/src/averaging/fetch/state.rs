@@ -192,7 +192,6 @@ enum Stage<P> {
     },
     Chunks {
         per_request: usize,
-        chunks: usize,
     },
     Done,
 }
@@ -274,10 +273,7 @@ impl<P: Copy + Ord + std::fmt::Debug> Fetch<P> {
         self.queue = missing.into_iter().collect();
         // A `Busy` answer to the manifest request does not hold back a holder's chunks.
         self.backoff = Backoff::default();
-        self.stage = Stage::Chunks {
-            per_request,
-            chunks,
-        };
+        self.stage = Stage::Chunks { per_request };
     }
 
     fn end(&mut self, result: Result<(), FetchError>) -> Action<P> {
@@ -466,12 +462,6 @@ impl<P: Copy + Ord + std::fmt::Debug> Fetch<P> {
         }
     }
 
-    /// The chunks asked for by request `token` (nothing if it is not a chunk request in
-    /// flight).
-    pub fn batch(&self, token: u64) -> Option<&[ChunkId]> {
-        self.requests.get(&token).map(|(_, b)| b.as_slice())
-    }
-
     /// The answer to chunk request `token`, at `now`; `rates` learn how fast its peer
     /// delivered.
     pub fn chunks_answered(
@@ -614,14 +604,6 @@ impl<P: Copy + Ord + std::fmt::Debug> Fetch<P> {
     pub fn complete(&self) -> bool {
         matches!(self.result, Some(Ok(())))
     }
-
-    /// The chunk count of the manifest, once known.
-    pub fn chunks(&self) -> Option<usize> {
-        match self.stage {
-            Stage::Chunks { chunks, .. } => Some(chunks),
-            _ => None,
-        }
-    }
 }
 
 /// Charges for a failed request.
@@ -762,7 +744,8 @@ mod tests {
                 Entry::Forgive(6),
             ]
         );
-        assert_eq!(f.chunks(), Some(3));
+        assert!(matches!(f.stage, Stage::Chunks { .. }));
+        assert_eq!(f.got.chunks_reused, 2, "3 chunks, 1 missing");
         // An answer to a request not in flight changes nothing.
         f.manifest_answered(99, ManifestAnswer::Invalid, MS);
         assert_eq!(charges(&f).len(), 5);
@@ -925,7 +908,7 @@ mod tests {
         let rates = Rates::new();
         let mut f = chunks_fetch_with(&[1], 2, 1);
         let (token, _, _) = sends(&mut f, MS, &rates)[0].clone();
-        let n = f.batch(token).unwrap().len();
+        let n = f.requests[&token].1.len();
         assert_eq!(n, 2, "one request for both chunks");
         f.chunks_answered(token, stored(n + 1), MS, &rates);
         assert_eq!(charges(&f), vec![Entry::Charge(1, 1)]);

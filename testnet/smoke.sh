@@ -30,7 +30,7 @@ cleanup() {
   if [ "$failed" -ne 0 ]; then
     # What each live peer knows of the others: whom it hears, is connected to, blocks and
     # charges, and how its latest averagings ended.
-    for i in $(seq 1 "$N"); do
+    for i in $(seq 0 "$N"); do
       echo "----- status of peer$i -----"
       api "$i" /api/status | jq -c '{version, accuracy, heard: [.peers[].peer_id[-6:]],
         connected: [.connected[][-6:]], blocked: [.blocked[][-6:]], error_charges,
@@ -129,7 +129,11 @@ healed() {
   [ $(( $(date +%s) - HEALED_AT )) -ge 10 ] || return 1
   awk -v a="$cd" -v b="$cd_peak" 'BEGIN { exit !(a < 0.6 * b) }' && converged 0.85
 }
-wait_until 120 "consensus distance falling below 0.6x its peak after the heal, every peer within 3 points" healed
+# Usually within a minute. At the heal a peer may refuse a model of the other half by the
+# distance check (or find a peer of it still over budget from the split's timeouts) and block
+# it for 120 s (BLOCK_FOR): the honest-refusal false alarm of the open issue on it. The wait
+# covers one such block.
+wait_until 250 "consensus distance falling below 0.6x its peak after the heal, every peer within 3 points" healed
 phase "healed: consensus distance at peer0 peaked at $cd_peak, now $(field 0 .consensus_distance)"
 
 say "final accuracies: $(api 0 /api/network | jq -c '[.peers[] | {peer: .peer_id[-6:], accuracy: (.accuracy * 1000 | round / 1000), version}]')"

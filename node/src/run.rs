@@ -4,7 +4,7 @@
 
 use crate::averaging::fetch::FetchLimits;
 use crate::averaging::outer::OuterParams;
-use crate::averaging::policy::Policy;
+use crate::averaging::policy::{Policy, Staleness};
 use crate::config::NodeConfig;
 use crate::data::ShardSpec;
 use crate::network::NetworkConfig;
@@ -145,6 +145,7 @@ pub fn options(cfg: &NodeConfig) -> NodeOptions {
             eval_every: EVAL_EVERY,
             merge_wait: a.merge_wait(),
             overlap: a.overlap,
+            publish_trained: a.staleness == Staleness::SameRound,
             lr_schedule: (t.lr_decay_samples > 0 || t.warmup_samples > 0).then_some(LrSchedule {
                 base: t.lr,
                 warmup_samples: t.warmup_samples,
@@ -166,6 +167,7 @@ pub fn options(cfg: &NodeConfig) -> NodeOptions {
             freshness: a.freshness(),
             weighting: a.weighting,
             staleness: a.staleness,
+            gather: a.gather(),
         },
         chunk_size: a.chunk_size,
         encoding: a.encoding,

@@ -133,7 +133,7 @@ pub struct Tuning {
     /// `training.warmup_samples` of every peer.
     #[arg(long)]
     pub warmup_samples: Option<u64>,
-    /// `averaging.staleness` of every peer: ignore or prefer-fresh.
+    /// `averaging.staleness` of every peer: ignore, prefer-fresh or same-round.
     #[arg(long)]
     pub staleness: Option<crate::averaging::policy::Staleness>,
     /// `averaging.weighting` of every peer: samples or uniform.

@@ -220,7 +220,7 @@ fn the_dashboard_shows_a_simulation() {
 
 /// The exact-averaging reference ends every round with every peer on the same model (the
 /// run ends right after one, so the final consensus distance is exactly zero), and the
-/// default gossip reaches the same target within a bounded multiple of its samples.
+/// default gossip reaches the same target within 1.25 times its samples.
 #[test]
 fn exact_averaging_is_the_ceiling_gossip_approaches() {
     let base = [
@@ -249,8 +249,10 @@ fn exact_averaging_is_the_ceiling_gossip_approaches() {
     let g = gossip["all_reached_samples"]
         .as_u64()
         .expect("gossip reaches the target");
+    // The default same-round exchange with every other peer is exact averaging when no
+    // partner is late (before it, the gossip of 78cff5a needed up to 4x).
     assert!(
-        g <= 4 * e,
+        g * 4 <= e * 5,
         "gossip needed {g} samples per peer, exact averaging {e}"
     );
 }

@@ -16,7 +16,7 @@
 
 use super::budgets::{ErrorBudgets, Ledger};
 use super::peers::{Heard, Heed, PeerTable};
-use super::policy::{Known, PartnerModel, Policy};
+use super::policy::{Known, PartnerModel, Policy, Staleness};
 use murmur_protocol::{Announce, ManifestId};
 use rand::Rng;
 use rand::seq::SliceRandom;
@@ -53,6 +53,10 @@ pub const CHARGE_DECAY: Duration = Duration::from_secs(10);
 /// refusal must cost more than that: each refused model moves its peer at least two charges
 /// closer to a block, each accepted one forgives one more.
 pub const REJECTED_MODEL_CHARGES: u32 = 4;
+
+/// With [`Staleness::SameRound`], a peer heard within this many of this peer's round times
+/// is expected to announce this round's model, and waited for ([`Core::gather`]).
+pub const LIVE_ROUNDS: u32 = 3;
 
 /// Announcements older than this many freshness windows are forgotten.
 pub const FORGET_AFTER_FRESHNESS: u32 = 4;
@@ -205,6 +209,13 @@ pub struct Core<P> {
     round_time: Option<Duration>,
     /// True while a planned averaging has not been reported done.
     averaging: bool,
+    /// When the last averaging ended (or was planned, or given up for want of partners):
+    /// with [`Staleness::SameRound`], only models heard since are this round's. A model that
+    /// arrived before this peer's last merge went in is a round old, even if it came after
+    /// that merge was planned.
+    last_plan: Option<Duration>,
+    /// With [`Staleness::SameRound`], the end of the current wait for partners' models.
+    gather_until: Option<Duration>,
     last_decay: Duration,
     /// The charges last turned into each peer's gossip score.
     penalized: BTreeMap<P, u32>,
@@ -225,6 +236,8 @@ impl<P: Copy + Ord> Core<P> {
             last_announce: None,
             round_time: None,
             averaging: false,
+            last_plan: None,
+            gather_until: None,
             last_decay: Duration::ZERO,
             penalized: BTreeMap::new(),
         }
@@ -314,12 +327,15 @@ impl<P: Copy + Ord> Core<P> {
         self.own = Some(own);
     }
 
-    /// Peers with a model this peer has not merged yet, as the policy sees them.
+    /// Peers with a model this peer has not merged yet, as the policy sees them (with
+    /// [`Staleness::SameRound`], only models heard since the last plan).
     fn known(&self) -> Vec<Known<P>> {
+        let same_round = self.config.policy.staleness == Staleness::SameRound;
         self.peers
             .known
             .iter()
             .filter(|(p, h)| self.peers.merged.get(*p) != Some(&h.announce.manifest))
+            .filter(|(_, h)| !same_round || self.last_plan.is_none_or(|t| h.at > t))
             .map(|(peer, h)| Known {
                 peer: *peer,
                 manifest: h.announce.manifest,
@@ -345,6 +361,50 @@ impl<P: Copy + Ord> Core<P> {
         std::iter::once(first).chain(others).collect()
     }
 
+    /// True if the next plan is a fresh peer's adoption attempt (it has not joined, and
+    /// some announcement claims a later version than its own).
+    fn adopting(&self, known: &[Known<P>]) -> bool {
+        !self.adopted && known.iter().any(|k| k.version > self.version)
+    }
+
+    /// Peers heard within [`LIVE_ROUNDS`] of this peer's round times (the freshness window
+    /// before it has one), other than those over their error budget.
+    fn live(&self, now: Duration) -> usize {
+        let window = self
+            .round_time
+            .map_or(self.config.policy.freshness, |t| t * LIVE_ROUNDS);
+        self.peers
+            .known
+            .iter()
+            .filter(|(p, h)| now.saturating_sub(h.at) <= window && !self.budgets.exhausted(p))
+            .count()
+    }
+
+    /// With [`Staleness::SameRound`], called when the round's steps are done and again on
+    /// every announcement heard until it says go: until when to wait for more partners'
+    /// models of this round before [`Core::plan`], or `None` to plan now. The wait starts
+    /// at the first call after a plan, lasts at most [`Policy::gather`], and ends as soon
+    /// as `fanout` new models are in (fewer if fewer peers were heard lately: a peer gone
+    /// or slow holds the others up at most `gather`). Other rules, an adoption attempt, or
+    /// an averaging still running never wait.
+    pub fn gather(&mut self, now: Duration) -> Option<Duration> {
+        let policy = &self.config.policy;
+        if policy.staleness != Staleness::SameRound || self.averaging || self.own.is_none() {
+            return None;
+        }
+        let known = self.known();
+        if self.adopting(&known) {
+            return None;
+        }
+        let until = *self.gather_until.get_or_insert(now + policy.gather);
+        let fresh = known
+            .iter()
+            .filter(|k| !self.budgets.exhausted(&k.peer))
+            .count();
+        let wanted = policy.fanout.min(self.live(now));
+        (now < until && fresh < wanted).then_some(until)
+    }
+
     /// The trainer finished a round's steps at `now`: the averaging to run, if any (none
     /// while one runs, before this peer announced a model, or with no eligible partner; the
     /// trainer is then told to go on without).
@@ -359,6 +419,8 @@ impl<P: Copy + Ord> Core<P> {
         }
         let own = self.own?;
         let known = self.known();
+        self.gather_until = None;
+        self.last_plan = Some(now);
         let avoid: Vec<P> = known
             .iter()
             .map(|k| k.peer)
@@ -366,7 +428,7 @@ impl<P: Copy + Ord> Core<P> {
             .collect();
         let policy = &self.config.policy;
         let recent = self.round_time.unwrap_or(MIN_ANNOUNCE_INTERVAL);
-        let candidate = if self.adopted || !known.iter().any(|k| k.version > self.version) {
+        let candidate = if !self.adopting(&known) {
             None
         } else {
             policy
@@ -410,12 +472,13 @@ impl<P: Copy + Ord> Core<P> {
         })
     }
 
-    /// The averaging planned last ended: each partner's fate (in the plan's order) is
+    /// The averaging planned last ended at `now`: each partner's fate (in the plan's order) is
     /// charged (a refused model, [`REJECTED_MODEL_CHARGES`]) or forgiven (a taken one, one
     /// charge). What its fetches recorded comes in their ledgers ([`Core::settle`]).
     /// Returns the outcome.
-    pub fn averaging_done(&mut self, plan: &Plan<P>, fates: &[Fate]) -> Outcome {
+    pub fn averaging_done(&mut self, now: Duration, plan: &Plan<P>, fates: &[Fate]) -> Outcome {
         self.averaging = false;
+        self.last_plan = Some(now);
         for (partner, fate) in plan.partners.iter().zip(fates) {
             let peer = partner.known.peer;
             match fate {
@@ -504,6 +567,7 @@ mod tests {
                 freshness: Duration::from_secs(30),
                 weighting: Weighting::Uniform,
                 staleness: Staleness::Ignore,
+                gather: Duration::ZERO,
             },
             error_budget: 8,
         }
@@ -549,7 +613,10 @@ mod tests {
         assert_eq!(plan.partners.len(), 1);
         core.hear(2 * S, 2, announce(2, 1));
         assert!(core.plan(2 * S, &mut rng).is_none(), "one at a time");
-        assert_eq!(core.averaging_done(&plan, &[Fate::Merged]), Outcome::Merged);
+        assert_eq!(
+            core.averaging_done(S, &plan, &[Fate::Merged]),
+            Outcome::Merged
+        );
         let next = core.plan(2 * S, &mut rng).expect("peer 2 is new");
         assert_eq!(
             next.partners[0].known.peer, 2,
@@ -607,6 +674,102 @@ mod tests {
         assert!((p.lag_rounds - 2.0).abs() < 1e-9, "{}", p.lag_rounds);
     }
 
+    /// A same-round core that announced its first model at 0 s and heard peers 1 to 3 at
+    /// 1 s (a round time of 1 s after its second announcement at 1 s).
+    fn same_round(fanout: usize) -> Core<u32> {
+        let mut cfg = config(fanout);
+        cfg.policy.staleness = Staleness::SameRound;
+        cfg.policy.gather = S / 2;
+        let mut core = Core::new(cfg, 0, true);
+        core.round_finished(Duration::ZERO, true);
+        core.round_finished(S, true);
+        core.announced(OwnModel {
+            manifest: ManifestId::of(b"own"),
+            samples: 100,
+        });
+        for p in 1..4 {
+            core.hear(S, p, announce(u64::from(p), 1));
+        }
+        core
+    }
+
+    #[test]
+    fn same_round_waits_for_fanout_new_models_then_merges_only_those() {
+        let mut rng = ChaCha8Rng::seed_from_u64(4);
+        let mut core = same_round(2);
+        // The first plan: nothing merged yet, every model heard counts.
+        assert_eq!(core.gather(S), None, "three new models for a fanout of 2");
+        let plan = core.plan(S, &mut rng).expect("a plan");
+        assert_eq!(plan.partners.len(), 2);
+        let first: Vec<u32> = plan.partners.iter().map(|p| p.known.peer).collect();
+        core.averaging_done(S, &plan, &[Fate::Merged, Fate::Merged]);
+        // Next round's steps end at 2 s: the model left over from 1 s is a round old and
+        // does not count; the wait lasts `gather` (0.5 s) from the first call.
+        let t = 2 * S;
+        assert_eq!(core.gather(t), Some(t + S / 2));
+        core.hear(t + S / 10, first[0], announce(10, 2));
+        assert_eq!(core.gather(t + S / 10), Some(t + S / 2), "one of two in");
+        core.hear(t + S / 5, first[1], announce(11, 2));
+        assert_eq!(core.gather(t + S / 5), None, "two of two in");
+        let plan = core.plan(t + S / 5, &mut rng).expect("a plan");
+        let mut peers: Vec<u32> = plan.partners.iter().map(|p| p.known.peer).collect();
+        peers.sort();
+        let mut expected = first.clone();
+        expected.sort();
+        assert_eq!(peers, expected, "only this round's models, not the old one");
+        // Weighed alike whatever their lag: 1/3 each.
+        for w in plan.weights(&[0, 1]) {
+            assert!((w - 1.0 / 3.0).abs() < 1e-6, "{w}");
+        }
+        // The third peer's model of this round arrives after the plan, before the merge
+        // went in: it is this round's, so the next round does not count it.
+        let third = (1..4).find(|p| !first.contains(p)).expect("a third peer");
+        core.hear(t + S / 4, third, announce(13, 2));
+        core.averaging_done(t + S * 3 / 10, &plan, &[Fate::Merged, Fate::Merged]);
+        // A round where one partner's model comes: the wait ends at its deadline and the
+        // plan merges what came.
+        let t = 3 * S;
+        assert_eq!(core.gather(t), Some(t + S / 2));
+        core.hear(t + S / 10, first[0], announce(12, 3));
+        assert_eq!(core.gather(t + S / 2), None, "the deadline");
+        let plan = core.plan(t + S / 2, &mut rng).expect("a plan");
+        assert_eq!(plan.partners.len(), 1);
+        assert_eq!(plan.partners[0].known.peer, first[0]);
+        core.averaging_done(t + S / 2, &plan, &[Fate::Merged]);
+        // No new model at all by the deadline: no plan (the trainer goes on alone).
+        let t = 4 * S;
+        assert_eq!(core.gather(t), Some(t + S / 2));
+        assert_eq!(core.gather(t + S / 2), None);
+        assert!(core.plan(t + S / 2, &mut rng).is_none());
+    }
+
+    #[test]
+    fn same_round_waits_only_for_peers_heard_lately_and_not_over_budget() {
+        let mut core = same_round(3);
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let plan = core.plan(S, &mut rng).expect("a plan");
+        core.averaging_done(S, &plan, &[Fate::Merged; 3]);
+        // Peer 3 over its budget: two new models are all there is to wait for.
+        for _ in 0..8 {
+            core.announcement_rejected(3);
+        }
+        let t = 2 * S;
+        core.hear(t, 1, announce(21, 2));
+        assert_eq!(core.gather(t), Some(t + S / 2));
+        core.hear(t, 2, announce(22, 2));
+        assert_eq!(core.gather(t), None, "peer 3 is not waited for");
+        core.plan(t, &mut rng).expect("a plan");
+        core.averaging_abandoned();
+        // 10 s later (round time 1 s, so the 3 rounds' window is 3 s) only peer 1 was heard
+        // lately: one model is enough.
+        let t = 12 * S;
+        core.hear(t, 1, announce(31, 3));
+        assert_eq!(core.gather(t), None);
+        // Other rules never wait.
+        let mut other = started(2, Duration::ZERO);
+        assert_eq!(other.gather(S), None);
+    }
+
     #[test]
     fn a_fresh_peer_offers_one_model_for_adoption_and_joins_once_taken() {
         let mut rng = ChaCha8Rng::seed_from_u64(3);
@@ -622,14 +785,14 @@ mod tests {
         let plan = core.plan(S, &mut rng).expect("an adoption");
         assert!(plan.adopt && plan.partners.len() == 1);
         assert_eq!(
-            core.averaging_done(&plan, &[Fate::Refused]),
+            core.averaging_done(S, &plan, &[Fate::Refused]),
             Outcome::Rejected
         );
         assert!(!core.joined(), "a refused adoption does not join");
         let plan = core.plan(S, &mut rng).expect("another adoption");
         assert!(plan.adopt);
         assert_eq!(
-            core.averaging_done(&plan, &[Fate::Adopted]),
+            core.averaging_done(S, &plan, &[Fate::Adopted]),
             Outcome::Adopted
         );
         assert!(core.joined());
@@ -646,7 +809,7 @@ mod tests {
         for i in 0..2u64 {
             core.hear(now, 7, announce(100 + i, 2));
             let plan = core.plan(now, &mut rng).expect("peer 7 is fresh");
-            core.averaging_done(&plan, &[Fate::Refused]);
+            core.averaging_done(S, &plan, &[Fate::Refused]);
             for action in core.tick(now, &[]) {
                 if let Action::Block { peer: 7, until } = action {
                     blocked_at = Some((now, until));
@@ -737,7 +900,7 @@ mod tests {
                 }
                 if let Some(plan) = core.plan(now, &mut rng) {
                     picks.extend(plan.partners.iter().map(|p| p.known.peer));
-                    core.averaging_done(&plan, &[Fate::Merged; 3]);
+                    core.averaging_done(S, &plan, &[Fate::Merged; 3]);
                 }
                 core.round_finished(now, true);
             }

@@ -120,6 +120,7 @@ mod tests {
                 freshness: Duration::from_secs(30),
                 weighting: Weighting::Uniform,
                 staleness: Staleness::Ignore,
+                gather: std::time::Duration::ZERO,
             },
             error_budget: 8,
         };

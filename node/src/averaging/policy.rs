@@ -37,11 +37,20 @@ pub enum Staleness {
     /// divided by `1 + lag`, its lag counted in this node's rounds on this node's clock
     /// (nothing the partner says about itself).
     PreferFresh,
+    /// Each peer announces its model as soon as its round's steps are done, before it
+    /// merges, and merges only models heard since its previous averaging (the partners'
+    /// rounds that ran alongside its own): it waits up to [`Policy::gather`] for as many
+    /// such models as it has partners (`fanout`, at most the peers heard lately), draws its
+    /// partners uniformly among them and weighs them alike (by samples with
+    /// [`Weighting::Samples`]). A partner's model is then as new as this peer's own, where
+    /// the other rules merge models a round old.
+    SameRound,
 }
 
 crate::names::named_enum!(Staleness, "staleness rule", {
     Ignore => "ignore",
     PreferFresh => "prefer-fresh",
+    SameRound => "same-round",
 });
 
 /// One partner model as the merge weights see it.
@@ -73,6 +82,9 @@ pub struct Policy {
     pub freshness: Duration,
     pub weighting: Weighting,
     pub staleness: Staleness,
+    /// With [`Staleness::SameRound`]: the longest a peer waits, after its steps, for its
+    /// partners' models of the same round.
+    pub gather: Duration,
 }
 
 impl Policy {
@@ -95,7 +107,7 @@ impl Policy {
         let eligible = self.eligible(known, own, avoid, now);
         let n = self.fanout.min(eligible.len());
         let mut chosen: Vec<&Known<P>> = match self.staleness {
-            Staleness::Ignore => index::sample(rng, eligible.len(), n)
+            Staleness::Ignore | Staleness::SameRound => index::sample(rng, eligible.len(), n)
                 .into_iter()
                 .map(|i| eligible[i])
                 .collect(),
@@ -179,7 +191,7 @@ impl Policy {
                     Weighting::Samples => m.samples.min(own_samples.max(1)).max(1) as f64,
                 };
                 match self.staleness {
-                    Staleness::Ignore => base,
+                    Staleness::Ignore | Staleness::SameRound => base,
                     Staleness::PreferFresh => base / (1.0 + m.lag_rounds.max(0.0)),
                 }
             })
@@ -225,6 +237,7 @@ mod tests {
             freshness: Duration::from_secs(30),
             weighting: Weighting::Samples,
             staleness: Staleness::Ignore,
+            gather: Duration::ZERO,
         }
     }
 

@@ -6,14 +6,20 @@
 //! samples, and its clocks count training steps only. Then `murmur testnet` runs N peer
 //! processes on the same cores, each on its shard, until every peer reports the target at
 //! the same poll; its clock includes starting the processes and every peer's evaluations.
+//! Before the network, the simulator runs the exact-averaging reference with the peers'
+//! settings (every round, every peer on the mean of all: the ceiling of any averaging rule).
 //! From these it derives the parallel speedups (CPU time and samples), the averaging
+//! efficiency (exact averaging's samples per peer over the network's), the large-batch
 //! efficiency and the wall-clock ratio. With `--budget-epochs E` it then trains E epochs
 //! centrally (`murmur train`'s cosine schedule) and runs a fresh testnet until each peer has
 //! trained on its share of E epochs, and compares their final accuracies.
 
+use crate::config::NodeConfig;
 use crate::data::{self, Dataset, DatasetName, Partition};
 use crate::metrics::thread_cpu_time;
 use crate::model::ModelKind;
+use crate::sim::SimArgs;
+use crate::sim::scenario::{Eval, Scenario};
 use crate::testnet::{self, PeerSummary, StopReason, TestnetArgs, TestnetSummary};
 use crate::train::command::TrainArgs;
 use crate::train::optim::{OptimConfig, Schedule};
@@ -160,8 +166,18 @@ pub struct ConvergeReport {
     pub speedup_cpu_without_eval: Option<f64>,
     /// Centralized batch-50 samples / the largest peer's samples (ideal N).
     pub speedup_samples: Option<f64>,
-    /// Best centralized batch N×50 samples / the network's total samples (ideal 1).
+    /// Samples per peer the simulated exact averaging (`murmur sim --exact-averaging`, the
+    /// peers' settings, the whole test split, evaluated every round) needs until every peer
+    /// is at the target at once.
+    pub exact_samples: Option<u64>,
+    /// The lowest and the mean over peers of the share of a peer's process CPU time spent
+    /// on training steps (`resource_utilization`).
+    pub train_share_min: Option<f32>,
+    pub train_share_mean: Option<f32>,
+    /// Exact averaging's samples per peer / the network's (the largest peer's), ideal 1.
     pub averaging_efficiency: Option<f64>,
+    /// Best centralized batch N×50 samples / the network's total samples (ideal 1).
+    pub large_batch_efficiency: Option<f64>,
     /// Network seconds / centralized batch-50 training seconds.
     pub wall_ratio: Option<f64>,
     pub network_peers: Vec<PeerSummary>,
@@ -198,12 +214,21 @@ impl ConvergeReport {
             println!("  every peer had reached it at least once after {each:.1} s");
         }
         println!(
-            "    {:<10} {:>8} {:>12} {:>12} {:>12} {:>8} {:>9}",
-            "peer", "accuracy", "first at", "at stop", "trained", "cpu s", "MB"
+            "    {:<10} {:>8} {:>12} {:>12} {:>12} {:>8} {:>8} {:>7} {:>9}",
+            "peer",
+            "accuracy",
+            "first at",
+            "at stop",
+            "trained",
+            "cpu s",
+            "train %",
+            "comm %",
+            "MB"
         );
+        let pct = |v: Option<f32>| v.map_or("-".into(), |v| format!("{:.1}", v * 100.0));
         for p in &self.network_peers {
             println!(
-                "    {:<10} {:>8.4} {:>12} {:>12} {:>12} {:>8} {:>9.1}",
+                "    {:<10} {:>8.4} {:>12} {:>12} {:>12} {:>8} {:>8} {:>7} {:>9.1}",
                 short_id(&p.peer_id),
                 p.accuracy,
                 p.reached_target_samples
@@ -211,9 +236,16 @@ impl ConvergeReport {
                 p.eval_samples,
                 p.samples,
                 p.cpu_secs.map_or("-".into(), |c| format!("{c:.1}")),
+                pct(p.resource_utilization),
+                pct(p.communication_overhead),
                 (p.bytes_sent + p.bytes_received) as f64 / 1e6
             );
         }
+        println!(
+            "  training share of each peer's process CPU: lowest {}%, mean {}%",
+            pct(self.train_share_min),
+            pct(self.train_share_mean)
+        );
         println!(
             "  (first at, at stop: samples when the accuracy was measured; trained: samples at the stop)"
         );
@@ -233,8 +265,17 @@ impl ConvergeReport {
             self.peers
         );
         println!(
-            "  averaging efficiency        {:>7}  (ideal 1)",
+            "  simulated exact averaging   {:>7}  samples per peer (every peer on the mean of all each round)",
+            self.exact_samples.map_or("-".into(), |s| s.to_string())
+        );
+        println!(
+            "  averaging efficiency        {:>7}  (exact averaging's samples / the network's; ideal 1)",
             fig(self.averaging_efficiency)
+        );
+        println!(
+            "  large-batch efficiency      {:>7}  (best centralized batch {}x{BASE_BATCH} samples / the network's total)",
+            fig(self.large_batch_efficiency),
+            self.peers
         );
         println!(
             "  wall-clock ratio            {:>7}  (network / centralized batch {BASE_BATCH})",
@@ -420,6 +461,81 @@ fn testnet_args(args: &ConvergeArgs, dir: PathBuf) -> TestnetArgs {
     }
 }
 
+/// Rounds the exact-averaging reference runs: about 150,000 samples per peer at the
+/// default round (exact averaging needs well under half of that to 85% on Fashion-MNIST).
+const EXACT_ROUNDS: u64 = 150;
+
+/// The exact-averaging reference in the simulator with the peers' own settings (round
+/// length, optimizer, schedule): samples per peer at the first round where every peer is at
+/// the target, evaluated every round on the whole test split; `None` if it never got there.
+fn exact_reference(args: &ConvergeArgs) -> anyhow::Result<Option<u64>> {
+    let config = tuned_keys(&args.tuning)?;
+    let scenario = Scenario {
+        peers: args.peers,
+        dataset: args.dataset.to_string(),
+        data_dir: args.data_dir.clone(),
+        model: args.model.to_string(),
+        partition: args.partition.to_string(),
+        rounds: EXACT_ROUNDS,
+        seed: 1,
+        target_accuracy: args.target,
+        exact_averaging: true,
+        eval: Eval {
+            every_rounds: 1,
+            test_samples: 0,
+            ..Eval::default()
+        },
+        config,
+        ..Scenario::default()
+    };
+    let sim_args = SimArgs {
+        peers: None,
+        dataset: None,
+        data_dir: None,
+        model: None,
+        partition: None,
+        rounds: None,
+        seed: None,
+        target_accuracy: None,
+        exact_averaging: true,
+        scenario: None,
+        trace: None,
+        threads: 0,
+        json: true,
+        serve: None,
+    };
+    let summary = crate::sim::run_scenario(scenario, &sim_args)
+        .context("the simulated exact-averaging reference")?;
+    Ok(summary.testnet.all_reached_samples)
+}
+
+/// The peer config keys `tuning` sets (those whose value differs from a peer config's
+/// default), as a scenario's `[config]` table.
+fn tuned_keys(tuning: &testnet::Tuning) -> anyhow::Result<toml::Table> {
+    let base = toml::Table::try_from(NodeConfig::default())?;
+    let mut tuned = NodeConfig::default();
+    tuning.apply(&mut tuned);
+    let tuned = toml::Table::try_from(tuned)?;
+    let mut out = toml::Table::new();
+    for (section, values) in &tuned {
+        let (Some(values), Some(defaults)) = (
+            values.as_table(),
+            base.get(section).and_then(|v| v.as_table()),
+        ) else {
+            continue;
+        };
+        let changed: toml::Table = values
+            .iter()
+            .filter(|(k, v)| defaults.get(*k) != Some(*v))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        if !changed.is_empty() {
+            out.insert(section.clone(), toml::Value::Table(changed));
+        }
+    }
+    Ok(out)
+}
+
 /// `a / b` when both are known and `b` is positive.
 fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
     match (a, b) {
@@ -539,6 +655,9 @@ pub async fn run(args: &ConvergeArgs) -> anyhow::Result<ConvergeReport> {
         .min()
         .map(|(_, i)| i);
 
+    let reference = args.clone();
+    let exact_samples = tokio::task::spawn_blocking(move || exact_reference(&reference)).await??;
+
     let dir = std::env::temp_dir().join(format!("murmur-converge-{}", std::process::id()));
     let summary = testnet::run(&TestnetArgs {
         until_accuracy: Some(args.target),
@@ -567,6 +686,12 @@ pub async fn run(args: &ConvergeArgs) -> anyhow::Result<ConvergeReport> {
         .sum::<f64>()
         / summary.peers.len().max(1) as f64;
     let trained: u64 = summary.peers.iter().map(|p| p.samples).sum();
+    let shares: Option<Vec<f32>> = summary
+        .peers
+        .iter()
+        .map(|p| p.resource_utilization)
+        .collect::<Option<Vec<f32>>>()
+        .filter(|v| !v.is_empty());
 
     let budget = match args.budget_epochs {
         Some(epochs) => Some(budget(args, epochs, train_len, dir.join("budget")).await?),
@@ -585,7 +710,15 @@ pub async fn run(args: &ConvergeArgs) -> anyhow::Result<ConvergeReport> {
             max_cpu_without_eval.filter(|_| at_target),
         ),
         speedup_samples: ratio(central_samples, known(max_samples)),
-        averaging_efficiency: ratio(best_samples, known(total_samples)),
+        exact_samples,
+        train_share_min: shares
+            .as_ref()
+            .map(|v| v.iter().copied().fold(1.0, f32::min)),
+        train_share_mean: shares
+            .as_ref()
+            .map(|v| v.iter().sum::<f32>() / v.len().max(1) as f32),
+        averaging_efficiency: ratio(exact_samples.map(|s| s as f64), known(max_samples)),
+        large_batch_efficiency: ratio(best_samples, known(total_samples)),
         wall_ratio: ratio(
             at_target.then_some(summary.seconds),
             central_reached(centralized.train_seconds),
@@ -613,6 +746,21 @@ pub async fn run(args: &ConvergeArgs) -> anyhow::Result<ConvergeReport> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_keys_tuned_go_to_the_reference() {
+        assert!(tuned_keys(&testnet::Tuning::default()).unwrap().is_empty());
+        let tuning = testnet::Tuning {
+            round_steps: Some(10),
+            lr: Some(0.1),
+            ..testnet::Tuning::default()
+        };
+        let keys = tuned_keys(&tuning).unwrap();
+        assert_eq!(
+            keys.to_string(),
+            "[averaging]\nround_steps = 10\n\n[training]\nlr = 0.1\n"
+        );
+    }
 
     #[test]
     fn thread_cpu_time_grows_with_work() {

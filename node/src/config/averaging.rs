@@ -19,20 +19,24 @@ pub struct AveragingConfig {
     /// Seconds after which a round also ends, even short of `round_steps`; 0 = no time limit.
     /// Finite and >= 0. Omitted: 0.
     pub round_secs: f64,
-    /// Peers averaged with per round, >= 1. Omitted: 2.
+    /// Peers averaged with per round, >= 1. Omitted: 7 (with `same-round`, a network of up
+    /// to 8 peers then merges every peer's model of the round: exact averaging).
     pub fanout: usize,
-    /// Seconds a round may wait, idle, after `round_steps` while its merge is fetched, so
-    /// that the round ends on (and announces, checkpoints and evaluates) the merged model; 0 =
-    /// announce the trained model and merge whenever the partners' models arrive. Finite,
-    /// 0 to 60. Omitted: 1.
+    /// Seconds a round may wait, idle, after `round_steps` while its merge is gathered and
+    /// fetched, so that the round ends on the merged model (evaluated; without `same-round`
+    /// also announced and checkpointed); 0 = merge whenever the partners' models arrive.
+    /// Finite, 0 to 60. Omitted: 1.
     pub merge_wait_secs: f64,
     /// How averaged models are weighed: `samples` (by training samples, a partner's claim
     /// capped at this peer's own) or `uniform`. Omitted: `uniform`.
     #[serde(with = "text")]
     pub weighting: Weighting,
-    /// How partners' model age counts: `ignore` (drawn at random, weighed alike) or
+    /// How partners' model age counts: `ignore` (drawn at random, weighed alike),
     /// `prefer-fresh` (drawn among those heard within this peer's last round, each weighed
-    /// down by `1 + lag` in this peer's rounds). Omitted: `prefer-fresh`.
+    /// down by `1 + lag` in this peer's rounds) or `same-round` (each round announces its
+    /// trained model before merging, then waits up to half of `merge_wait_secs` for up to
+    /// `fanout` partners' models heard since its previous averaging, and merges only those,
+    /// weighed alike; not with `overlap`). Omitted: `same-round`.
     #[serde(with = "text")]
     pub staleness: Staleness,
     /// How a merge combines the models that passed the acceptance check: `mean`, `clip`,
@@ -91,10 +95,10 @@ impl Default for AveragingConfig {
         Self {
             round_steps: 20,
             round_secs: 0.0,
-            fanout: 2,
+            fanout: 7,
             merge_wait_secs: 1.0,
             weighting: Weighting::Uniform,
-            staleness: Staleness::PreferFresh,
+            staleness: Staleness::SameRound,
             aggregation: Aggregation::Clip,
             clip_factor: 2.0,
             max_distance: 6.0,
@@ -126,6 +130,12 @@ impl AveragingConfig {
     /// [`NodeConfig::validate`](super::NodeConfig::validate) rejects).
     pub fn merge_wait(&self) -> Duration {
         Duration::try_from_secs_f64(self.merge_wait_secs).unwrap_or_default()
+    }
+
+    /// With `staleness = "same-round"`, the longest a round waits for its partners' models
+    /// of the same round: half of [`Self::merge_wait`] (the other half is for fetching them).
+    pub fn gather(&self) -> Duration {
+        self.merge_wait() / 2
     }
 
     /// [`Self::freshness_secs`] as a duration.
@@ -162,6 +172,14 @@ impl AveragingConfig {
                 "averaging.merge_wait_secs",
                 self.merge_wait_secs,
                 "must be a number of seconds from 0 to 60",
+            ));
+        }
+        if self.overlap && self.staleness == Staleness::SameRound {
+            return Err(ConfigError::invalid(
+                "averaging.overlap",
+                self.overlap,
+                "cannot be used with staleness = \"same-round\" (a round merges the models \
+                 its partners trained alongside it, which only exist once its steps are done)",
             ));
         }
         positive("averaging.outer_lr", self.outer_lr)?;

@@ -107,14 +107,17 @@ round_steps = {round_steps}
 round_secs = {round_secs}
 # Peers averaged with per round.
 fanout = {fanout}
-# Seconds a round may wait, idle, while its merge is fetched, so that it ends on (announces,
-# checkpoints, evaluates) the merged model; 0 = announce the trained model, merge later.
+# Seconds a round may wait, idle, while its merge is gathered and fetched, so that it ends on
+# the merged model (with same-round: up to half of it waiting for partners' models of the
+# round); 0 = merge whenever the partners' models arrive.
 merge_wait_secs = {merge_wait_secs}
 # How averaged models are weighed: uniform | samples (by training samples, a partner's claim
 # capped at this peer's own).
 weighting = {weighting}
 # Partners' model age: ignore (drawn at random) | prefer-fresh (drawn among those heard in
-# this peer's last round, each weighed down by 1 + its lag in this peer's rounds).
+# this peer's last round, each weighed down by 1 + its lag in this peer's rounds) |
+# same-round (announce the trained model before merging, wait up to half of merge_wait_secs
+# for up to fanout partners' models of the same round, merge only those; not with overlap).
 staleness = {staleness}
 # How a merge combines the partner models that passed the checks: clip (each partner's
 # difference cut to clip_factor x the usual distance) | mean | median | trimmed-mean.

@@ -120,7 +120,7 @@ fn config_bad_enum_values_name_the_key_and_the_choices() {
         (
             "[averaging]\nstaleness = 'x'",
             "averaging.staleness",
-            "ignore or prefer-fresh",
+            "ignore, prefer-fresh or same-round",
         ),
         (
             "[training]\nmomentum_mode = 'global'",

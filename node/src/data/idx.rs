@@ -13,6 +13,9 @@ use std::path::{Path, PathBuf};
 
 /// The largest payload an IDX header may claim: 1 GiB (MNIST's training images are 47 MB).
 pub const MAX_IDX_BYTES: u64 = 1 << 30;
+/// The most a DEFLATE stream expands (258 bytes from 2 bits, about 1032:1): a gzip file of
+/// `n` bytes holds at most `n` times this.
+pub const MAX_DEFLATE_RATIO: u64 = 1032;
 /// The most dimensions an IDX header may have (images have 3, labels 1).
 pub const MAX_DIMS: usize = 4;
 /// The element type byte of unsigned bytes, the only type MNIST-like files use.
@@ -128,6 +131,30 @@ impl LabeledImages {
         })
     }
 
+    /// The images at `indices` (each below `count`; others are skipped), in that order, as a
+    /// [`Split`], pixels scaled from 0..=255 to [0, 1].
+    pub fn subset_split(&self, indices: &[usize]) -> Split {
+        let dim = self.rows * self.cols;
+        let kept: Vec<usize> = indices
+            .iter()
+            .copied()
+            .filter(|&i| i < self.count)
+            .collect();
+        let mut features = Vec::with_capacity(kept.len() * dim);
+        let mut labels = Vec::with_capacity(kept.len());
+        for &i in &kept {
+            let row = &self.pixels[i * dim..(i + 1) * dim];
+            features.extend(row.iter().map(|&p| f32::from(p) / 255.0));
+            labels.push(self.labels[i]);
+        }
+        Split {
+            features,
+            labels,
+            len: kept.len(),
+            dim,
+        }
+    }
+
     /// The images as a [`Split`], pixels scaled from 0..=255 to [0, 1].
     pub fn into_split(self) -> Split {
         let features = self.pixels.iter().map(|&p| f32::from(p) / 255.0).collect();
@@ -175,7 +202,12 @@ pub fn read_idx(path: &Path) -> Result<IdxArray, DataError> {
     };
     let file = File::open(path).map_err(io_error)?;
     if path.extension().is_some_and(|ext| ext == "gz") {
-        read_idx_from(GzDecoder::new(BufReader::new(file)), path, None)
+        // DEFLATE expands at most 1032:1, so the payload a gzip file can hold is bounded by
+        // its length: that much may be reserved up front (growing the buffer instead costs
+        // more than the inflating, in page faults, for a 47 MB file).
+        let compressed = file.metadata().map_err(io_error)?.len();
+        let most = compressed.saturating_mul(MAX_DEFLATE_RATIO);
+        read_idx_reserving(GzDecoder::new(BufReader::new(file)), path, None, most)
     } else {
         let len = file.metadata().map_err(io_error)?.len();
         read_idx_from(BufReader::new(file), path, Some(len))
@@ -187,9 +219,21 @@ pub fn read_idx(path: &Path) -> Result<IdxArray, DataError> {
 /// before the data is allocated. Without it (a gzip stream) at most the claimed size + 1 bytes
 /// are read, and the data must be exactly the claimed size.
 pub fn read_idx_from<R: Read>(
+    reader: R,
+    path: &Path,
+    known_len: Option<u64>,
+) -> Result<IdxArray, DataError> {
+    read_idx_reserving(reader, path, known_len, 0)
+}
+
+/// [`read_idx_from`], reserving up front the payload the header claims if it is at most
+/// `reserve_up_to` bytes (a bound the caller knows the stream cannot exceed, such as a gzip
+/// file's length times [`MAX_DEFLATE_RATIO`]); more is never read in any case.
+pub fn read_idx_reserving<R: Read>(
     mut reader: R,
     path: &Path,
     known_len: Option<u64>,
+    reserve_up_to: u64,
 ) -> Result<IdxArray, DataError> {
     let mut magic = [0u8; 4];
     read_header(&mut reader, &mut magic, path, "a 4-byte IDX magic number")?;
@@ -269,7 +313,7 @@ pub fn read_idx_from<R: Read>(
         ));
     };
     // The capacity is only reserved up front when the file length vouched for it.
-    let reserve = if known_len.is_some() {
+    let reserve = if known_len.is_some() || payload <= reserve_up_to {
         payload_usize
     } else {
         0
@@ -472,6 +516,50 @@ mod tests {
             "{pulled} of {}",
             bomb.len()
         );
+    }
+
+    #[test]
+    fn a_claim_within_the_bound_is_reserved_and_one_beyond_it_is_not() {
+        let bytes = gzip(&idx_bytes(&[1000], &[3; 1000]));
+        let read = |bound| {
+            read_idx_reserving(
+                GzDecoder::new(bytes.as_slice()),
+                Path::new("/x.gz"),
+                None,
+                bound,
+            )
+        };
+        let within = read(1000).unwrap();
+        assert_eq!(within.data.len(), 1000);
+        assert!(within.data.capacity() == 1000, "{}", within.data.capacity());
+        // Beyond the bound nothing is reserved up front (the buffer grows as it is read).
+        assert_eq!(read(999).unwrap().data.len(), 1000);
+        // A lying header within the bound is still read no further than it claims.
+        let lying = gzip(&idx_bytes(&[10], &[3; 1000]));
+        let err = read_idx_reserving(
+            GzDecoder::new(lying.as_slice()),
+            Path::new("/x.gz"),
+            None,
+            1 << 20,
+        )
+        .unwrap_err();
+        assert_eq!(format_parts(err).2, "more than 10 bytes");
+    }
+
+    #[test]
+    fn a_subset_converts_only_the_rows_picked_in_their_order() {
+        let images = LabeledImages {
+            count: 3,
+            rows: 1,
+            cols: 2,
+            pixels: vec![0, 255, 51, 102, 153, 204],
+            labels: vec![7, 8, 9],
+        };
+        let split = images.subset_split(&[2, 0, 3]);
+        assert_eq!(split.len, 2, "index 3 is past the images and skipped");
+        assert_eq!(split.labels, vec![9, 7]);
+        assert_eq!(split.features, vec![0.6, 0.8, 0.0, 1.0]);
+        assert_eq!(split.dim, 2);
     }
 
     #[test]

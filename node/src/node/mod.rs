@@ -141,29 +141,27 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<RunningNode> {
     let key = crate::identity::load_or_create(&opts.data_dir)?;
     let peer_id = key.public().to_peer_id();
 
-    let dataset = data::load(opts.dataset, opts.dataset_dir.as_deref())
-        .with_context(|| format!("loading dataset {}", opts.dataset))?;
-    let indices = opts
-        .shard
-        .indices(
-            &dataset.train.labels,
-            dataset.classes,
-            &opts.partition,
-            opts.train.seed,
+    // Only this peer's shard of the training split is converted to features.
+    let dataset = data::load_picked(
+        opts.dataset,
+        opts.dataset_dir.as_deref(),
+        |labels, classes| {
+            opts.shard
+                .indices(labels, classes, &opts.partition, opts.train.seed)
+        },
+    )
+    .with_context(|| {
+        format!(
+            "loading dataset {}, shard {} of {} with {}",
+            opts.dataset, opts.shard.index, opts.shard.count, opts.partition
         )
-        .with_context(|| {
-            format!(
-                "taking shard {} of {} with {}",
-                opts.shard.index, opts.shard.count, opts.partition
-            )
-        })?;
-    let train = dataset.train.subset(&indices);
+    })?;
     let mut trainer = Trainer::new(
         &opts.train,
         dataset.shape,
         dataset.classes,
-        train,
-        dataset.test.clone(),
+        dataset.train,
+        dataset.test,
     )
     .context("building the model")?;
 
@@ -240,6 +238,7 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<RunningNode> {
         averaged,
         averagings: VecDeque::new(),
         adoption: None,
+        gathering: None,
         events: events_tx.clone(),
     };
     let task = tokio::spawn(state.run(trainer, events, averaged_rx, stop_rx));
@@ -302,6 +301,9 @@ struct NodeTask {
     averagings: VecDeque<AveragingEvent>,
     /// How this node joined the network, if it adopted a model.
     adoption: Option<AveragingEvent>,
+    /// While the round's averaging waits for partners' same-round models
+    /// ([`Core::gather`]): until when (on `started`'s clock).
+    gathering: Option<Duration>,
     /// Listeners of [`NodeEvent`]s (sending fails only when nobody listens).
     events: broadcast::Sender<NodeEvent>,
 }

@@ -25,7 +25,16 @@ impl NodeTask {
         loop {
             tokio::select! {
                 _ = stop.changed() => break,
-                Some(event) = events.recv() => self.on_event(event),
+                Some(event) = events.recv() => {
+                    self.on_event(event);
+                    if self.gathering.is_some() {
+                        // A partner's model of this round may be in: plan once enough are.
+                        self.next_averaging(&trainer, &mut averaging, &mut averaged);
+                    }
+                }
+                _ = sleep_until(self.started, self.gathering), if self.gathering.is_some() => {
+                    self.next_averaging(&trainer, &mut averaging, &mut averaged);
+                }
                 Some(done) = averaged.recv() => self.on_averaged(done),
                 changed = rounds.changed() => {
                     if changed.is_err() {
@@ -93,7 +102,9 @@ impl NodeTask {
                 (plan, fates, event)
             }
         };
-        let outcome = self.core.averaging_done(&plan, &fates);
+        let outcome = self
+            .core
+            .averaging_done(self.started.elapsed(), &plan, &fates);
         event.outcome = outcome.as_str().into();
         tracing::debug!(outcome = outcome.as_str(), "averaging done");
         if self.averagings.len() >= RECENT_AVERAGINGS {
@@ -170,6 +181,12 @@ impl NodeTask {
             tracing::warn!("an averaging task ended without a report");
             self.core.averaging_abandoned();
         }
+        // With the same-round exchange, wait (bounded) for the partners' models of this
+        // round; this runs again on every announcement heard and at the deadline.
+        self.gathering = self.core.gather(self.started.elapsed());
+        if self.gathering.is_some() {
+            return;
+        }
         // One averaging at a time (the core says); the trainer hears of every round
         // without one.
         match self.start_averaging(trainer) {
@@ -221,5 +238,13 @@ impl NodeTask {
                 }
             }
         }
+    }
+}
+
+/// Sleeps until `at` on `started`'s clock (never, if `None`).
+async fn sleep_until(started: Instant, at: Option<Duration>) {
+    match at {
+        Some(at) => tokio::time::sleep_until((started + at).into()).await,
+        None => std::future::pending().await,
     }
 }

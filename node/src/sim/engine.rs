@@ -46,6 +46,8 @@ pub enum Kind {
     /// The end of a round's merge wait.
     RoundEnd,
     FetchFailed,
+    /// An announcement reached a peer waiting for same-round models, or its wait ended.
+    Gather,
     Restart,
     Sample,
 }
@@ -218,6 +220,14 @@ impl World {
                 Kind::Restart => self.restart(p)?,
                 Kind::Trained => self.trained(p)?,
                 Kind::MergeReady => self.merge_ready(p)?,
+                Kind::Gather => {
+                    if self.peers[p].gathering.take().is_some() {
+                        self.average(p)?;
+                        if self.peers[p].cycle.phase() == Phase::Waiting {
+                            self.drive(p)?;
+                        }
+                    }
+                }
                 Kind::FetchFailed => {
                     // The node's averaging task tells its trainer `Skip` when every fetch
                     // failed.
@@ -321,11 +331,16 @@ impl World {
                     if !self.publish(p)? {
                         return Ok(());
                     }
-                    self.peers[p].cycle.published();
+                    self.peers[p].cycle.published(now);
                     if self.rules.round.overlap {
                         // The next round's averaging, fetched while that round trains.
                         self.average(p)?;
                     }
+                }
+                Next::Evaluate { .. } => {
+                    let params = self.peers[p].trainer.export()?;
+                    self.evaluate_if_due(p, params);
+                    self.peers[p].cycle.evaluated();
                 }
                 Next::Pace { until } => {
                     self.push(until, p as u32, Kind::NextRound);
@@ -460,6 +475,30 @@ impl World {
                 self.peers[p].blocks += 1;
             }
         }
+        // The same-round exchange waits (bounded) for partners' models of this round: every
+        // announcement reaching this peer meanwhile, and the wait's end, try again.
+        if let Some(until) = self.peers[p].core.gather(now) {
+            if self.peers[p].gathering.is_none() {
+                // Announcements on their way now look again when they arrive (later
+                // ones are pushed when they are published); so does the wait's end.
+                let me = p as u32;
+                let mut arrivals = vec![until];
+                for (s, log) in self.log.iter().enumerate().filter(|(s, _)| *s != p) {
+                    let lat = self.links.latency(s as u32, me);
+                    arrivals.extend(
+                        log.iter()
+                            .map(|(sent, _)| *sent + lat)
+                            .filter(|at| *at > now),
+                    );
+                }
+                for at in arrivals {
+                    self.push(at, me, Kind::Gather);
+                }
+            }
+            self.peers[p].gathering = Some(until);
+            return Ok(());
+        }
+        self.peers[p].gathering = None;
         let plan = {
             let peer = &mut self.peers[p];
             peer.core.plan(now, &mut peer.rng)
@@ -669,7 +708,7 @@ impl World {
         let peer = &mut self.peers[p];
         peer.settle(now);
         let (plan, fates) = peer.take_in(incoming)?;
-        peer.core.averaging_done(&plan, &fates);
+        peer.core.averaging_done(now, &plan, &fates);
         Ok(())
     }
 
@@ -691,22 +730,11 @@ impl World {
         peer.rounds_done += 1;
         let reached_rounds = peer.rounds_done == self.rules.rounds;
         let samples = peer.trainer.samples_seen();
-        let round = peer.rounds_done;
-        let due = match self.rules.eval_every_secs {
-            Some(every) => peer
-                .last_eval_at
-                .is_none_or(|at| now.saturating_sub(at) >= every),
-            None => round.is_multiple_of(self.rules.eval_every),
-        };
-        if due || round == self.rules.rounds {
-            peer.last_eval_at = Some(now);
-            peer.pending_eval = Some(EvalJob {
-                at: now,
-                round,
-                samples,
-                params: params.clone(),
-            });
+        if !self.rules.round.publish_trained {
+            self.evaluate_if_due(p, params.clone());
         }
+        let peer = &mut self.peers[p];
+        let mut announced = false;
         if let RoundStep::Announce { version } =
             peer.core.round_finished(now, publishable(&params, None))
         {
@@ -769,8 +797,20 @@ impl World {
             if log.len() > LOG_PER_SENDER {
                 log.pop_front();
             }
+            announced = true;
         }
         peer.merger.published(params);
+        if announced {
+            // Peers waiting for same-round models look again when this one reaches them.
+            let waiting: Vec<u32> = (0..self.peers.len())
+                .filter(|&g| g != p && self.peers[g].gathering.is_some())
+                .map(|g| g as u32)
+                .collect();
+            for g in waiting {
+                let at = now + self.links.latency(p as u32, g);
+                self.push(at, g, Kind::Gather);
+            }
+        }
         if reached_rounds && self.finished() {
             self.done = true;
         }
@@ -792,6 +832,30 @@ impl World {
             return Ok(false);
         }
         Ok(true)
+    }
+
+    /// Queues an evaluation of `params`, peer `p`'s model after its latest round, when one
+    /// is due (and after its last round): the trained model's, or with `publish_trained`
+    /// the merged one's.
+    fn evaluate_if_due(&mut self, p: usize, params: FlatParams) {
+        let now = self.now;
+        let peer = &mut self.peers[p];
+        let round = peer.rounds_done;
+        let due = match self.rules.eval_every_secs {
+            Some(every) => peer
+                .last_eval_at
+                .is_none_or(|at| now.saturating_sub(at) >= every),
+            None => round.is_multiple_of(self.rules.eval_every),
+        };
+        if due || round == self.rules.rounds {
+            peer.last_eval_at = Some(now);
+            peer.pending_eval = Some(EvalJob {
+                at: now,
+                round,
+                samples: peer.trainer.samples_seen(),
+                params,
+            });
+        }
     }
 
     /// A network-wide trace line: accuracies, consensus distance (also within and between

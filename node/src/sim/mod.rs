@@ -210,8 +210,13 @@ fn peak_rss_mib() -> Option<f64> {
 
 /// Runs the simulation the arguments describe.
 pub fn run(args: &SimArgs) -> anyhow::Result<SimSummary> {
+    run_scenario(args.scenario()?, args)
+}
+
+/// Runs `scenario` (the arguments give only the threads and the trace file).
+pub fn run_scenario(scenario: Scenario, args: &SimArgs) -> anyhow::Result<SimSummary> {
     let wall = Instant::now();
-    let checked = args.scenario()?.check()?;
+    let checked = scenario.check()?;
     let s = &checked.scenario;
     let cfg = &checked.node;
     let dataset = data::load(checked.dataset, s.data_dir.as_deref()).with_context(|| {

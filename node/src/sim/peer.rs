@@ -88,6 +88,8 @@ pub struct SimPeer {
     pub steps_planned: Option<u64>,
     /// The round whose merge wait's end is scheduled.
     pub wait_scheduled: Option<u64>,
+    /// While its averaging waits for partners' same-round models: until when.
+    pub gathering: Option<Duration>,
     /// With exact averaging: the last round whose steps it finished.
     pub exact_round: u64,
     pub core: Core<u32>,
@@ -148,6 +150,7 @@ impl SimPeer {
             cycle: Cycle::new(round),
             steps_planned: None,
             wait_scheduled: None,
+            gathering: None,
             exact_round: 0,
             core: Core::new(core, 0, false),
             rng: ChaCha8Rng::seed_from_u64(super::net::mix(seed ^ u64::from(id))),

@@ -1,6 +1,8 @@
 //! The round cycle of one peer, as a pure state machine: train the round's local steps, say
 //! they are done (its averaging starts), wait at most the merge wait for the round's merge
 //! (or word that there is none), publish, idle out the round's least time, and start over.
+//! With `publish_trained` (the same-round exchange) the round publishes its trained model
+//! before the wait, and evaluates the merged one after it.
 //! Time in, steps out: the caller passes the time (a `Duration` since its own start) and
 //! carries out the [`Next`] step it is given. The training thread ([`super::worker`]) drives
 //! it on the monotonic clock; the simulator ([`crate::sim`]) on virtual time, so both run the
@@ -38,8 +40,12 @@ pub enum Next {
     /// Idle until `until` or until an answer (a merge or `Skip`) arrives; apply it and call
     /// [`Cycle::answered`].
     Wait { until: Duration },
-    /// Evaluate (when due), check and publish the round, then call [`Cycle::published`].
+    /// Evaluate (when due, unless the round publishes its trained model), check and publish
+    /// the round, then call [`Cycle::published`].
     Publish { round: u64 },
+    /// With `publish_trained` only: the round's merge is in (or was given up): evaluate the
+    /// model when due, then call [`Cycle::evaluated`].
+    Evaluate { round: u64 },
     /// Idle until `until`, applying answers as they come; then the next round starts.
     Pace { until: Duration },
 }
@@ -56,6 +62,9 @@ pub enum Phase {
     Pacing,
 }
 
+// With `publish_trained` the phases run Training, Publishing, Waiting, (evaluating),
+// Pacing; without it Training, Waiting, Publishing, Pacing.
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Training {
@@ -69,6 +78,8 @@ enum State {
         until: Duration,
     },
     Publishing,
+    /// With `publish_trained`: the merge is in, the model is to be evaluated.
+    Evaluating,
     Pacing {
         until: Duration,
     },
@@ -82,6 +93,7 @@ pub struct Cycle {
     min_time: Duration,
     merge_wait: Duration,
     overlap: bool,
+    publish_trained: bool,
     state: State,
     /// Rounds whose steps are done (the current one included once it is trained).
     round: u64,
@@ -101,6 +113,7 @@ impl Cycle {
             min_time: policy.min_time,
             merge_wait: policy.merge_wait,
             overlap: policy.overlap,
+            publish_trained: policy.publish_trained,
             state: State::Pacing {
                 until: Duration::ZERO,
             },
@@ -142,17 +155,26 @@ impl Cycle {
                     return Next::Trained { round: self.round };
                 }
                 State::Trained => {
-                    self.state = State::Waiting {
-                        until: now + self.merge_wait,
+                    self.state = if self.publish_trained {
+                        State::Publishing
+                    } else {
+                        State::Waiting {
+                            until: now + self.merge_wait,
+                        }
                     };
                 }
                 State::Waiting { until } => {
                     if !self.answered && now < until {
                         return Next::Wait { until };
                     }
-                    self.state = State::Publishing;
+                    self.state = if self.publish_trained {
+                        State::Evaluating
+                    } else {
+                        State::Publishing
+                    };
                 }
                 State::Publishing => return Next::Publish { round: self.round },
+                State::Evaluating => return Next::Evaluate { round: self.round },
             }
         }
     }
@@ -176,13 +198,33 @@ impl Cycle {
         self.answered = true;
     }
 
-    /// The round was published: it paces out its least time. From here on an answer is
-    /// the next round's.
-    pub fn published(&mut self) {
+    /// The round was published: it paces out its least time (with `publish_trained`, it
+    /// waits for its merge first, from `now`). From here on an answer is the next round's
+    /// (with `publish_trained`, once the round is evaluated).
+    pub fn published(&mut self, now: Duration) {
+        if self.publish_trained {
+            if self.state == State::Publishing {
+                self.state = State::Waiting {
+                    until: now + self.merge_wait,
+                };
+            }
+            return;
+        }
         self.answered = false;
         self.state = State::Pacing {
             until: self.started + self.min_time,
         };
+    }
+
+    /// With `publish_trained`: the merged model was evaluated (when due); the round paces
+    /// out its least time, and from here on an answer is the next round's.
+    pub fn evaluated(&mut self) {
+        if self.state == State::Evaluating {
+            self.answered = false;
+            self.state = State::Pacing {
+                until: self.started + self.min_time,
+            };
+        }
     }
 
     /// Where the current round is.
@@ -190,7 +232,7 @@ impl Cycle {
         match self.state {
             State::Training { .. } => Phase::Training,
             State::Trained | State::Waiting { .. } => Phase::Waiting,
-            State::Publishing => Phase::Publishing,
+            State::Publishing | State::Evaluating => Phase::Publishing,
             State::Pacing { .. } => Phase::Pacing,
         }
     }
@@ -230,6 +272,7 @@ mod tests {
             eval_every: Duration::ZERO,
             merge_wait,
             overlap,
+            publish_trained: false,
             lr_schedule: None,
             outer: OuterParams::PLAIN,
             defence: Defence::NONE,
@@ -261,11 +304,34 @@ mod tests {
         assert_eq!(c.phase(), Phase::Waiting);
         c.answered();
         assert_eq!(c.next(MS * 10), Next::Publish { round: 1 });
-        c.published();
+        c.published(Duration::ZERO);
         // The round started at 1 ms: it lasts at least 100 ms.
         assert_eq!(c.next(MS * 20), Next::Pace { until: MS * 101 });
         assert_eq!(c.next(MS * 101), Next::Train);
         assert_eq!(c.phase(), Phase::Training);
+    }
+
+    #[test]
+    fn publishing_the_trained_model_comes_before_the_wait_and_evaluation_after_it() {
+        let mut p = policy(2, MS * 50, false);
+        p.publish_trained = true;
+        let mut c = Cycle::new(&p);
+        assert_eq!(train(&mut c, MS), 1);
+        assert_eq!(c.next(MS * 2), Next::Publish { round: 1 });
+        assert_eq!(c.phase(), Phase::Publishing);
+        // An answer that came while publishing counts: the averaging began with the steps.
+        c.answered();
+        c.published(MS * 3);
+        assert_eq!(c.next(MS * 4), Next::Evaluate { round: 1 });
+        c.evaluated();
+        assert_eq!(c.next(MS * 5), Next::Pace { until: MS * 101 });
+        // Without an answer the wait runs from the publication to its deadline.
+        assert_eq!(train(&mut c, MS * 101), 2);
+        assert_eq!(c.next(MS * 102), Next::Publish { round: 2 });
+        c.published(MS * 110);
+        assert_eq!(c.next(MS * 111), Next::Wait { until: MS * 160 });
+        assert_eq!(c.phase(), Phase::Waiting);
+        assert_eq!(c.next(MS * 160), Next::Evaluate { round: 2 });
     }
 
     #[test]
@@ -301,13 +367,13 @@ mod tests {
         c.answered();
         train(&mut c, Duration::ZERO);
         assert_eq!(c.next(MS), Next::Publish { round: 1 });
-        c.published();
+        c.published(Duration::ZERO);
         assert!(matches!(c.next(MS), Next::Pace { .. }));
         c.answered();
         train(&mut c, MS * 100);
         assert_eq!(c.next(MS * 100), Next::Publish { round: 2 });
         // Publishing forgets an answer from before it.
-        c.published();
+        c.published(Duration::ZERO);
         train(&mut c, MS * 200);
         assert_eq!(c.next(MS * 200), Next::Wait { until: MS * 700 });
     }

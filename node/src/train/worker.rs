@@ -69,6 +69,10 @@ pub struct RoundPolicy {
     /// fetches overlap this round's steps: a merge or `Skip` that arrived during the steps is
     /// this round's, and the round does not wait for another.
     pub overlap: bool,
+    /// Publish each round's trained model before its merge, and evaluate the merged model
+    /// after it (the same-round exchange, [`crate::averaging::policy::Staleness::SameRound`]):
+    /// partners merge this round's model rather than the last round's merged one.
+    pub publish_trained: bool,
     /// If set, the learning rate follows this schedule over the samples trained.
     pub lr_schedule: Option<LrSchedule>,
     /// The outer step applied to every merge ([`OuterParams::PLAIN`]: the merge as is).
@@ -273,7 +277,11 @@ impl Worker {
                 },
                 Next::Publish { round } => {
                     self.publish(round)?;
-                    cycle.published();
+                    cycle.published(origin.elapsed());
+                }
+                Next::Evaluate { .. } => {
+                    self.evaluation()?;
+                    cycle.evaluated();
                 }
                 Next::Pace { until } => {
                     self.drain(&mut cycle)?;
@@ -288,11 +296,17 @@ impl Worker {
         self.stopping.load(Ordering::Relaxed)
     }
 
-    /// Evaluates (when due), checks and publishes the round's model; a model that may not
+    /// Evaluates (when due; with `publish_trained` only before the first evaluation),
+    /// checks and publishes the round's model; a model that may not
     /// be published ([`publishable`]) sends the trainer back to its last published weights,
     /// which are published instead.
     fn publish(&mut self, round: u64) -> Result<(), TrainError> {
-        let (mut eval, mut eval_samples, fresh) = self.evaluation()?;
+        // A round that publishes its trained model evaluates the merged one later
+        // (`Next::Evaluate`); it publishes the last evaluation, an earlier model's.
+        let (mut eval, mut eval_samples, fresh) = match self.last_eval {
+            Some((_, eval, _, samples)) if self.policy.publish_trained => (eval, samples, false),
+            _ => self.evaluation()?,
+        };
         let mut params = self.trainer.export()?;
         if !publishable(&params, fresh.then_some(eval.loss)) {
             self.roll_back("the round's model has a non-finite loss or weights")?;
@@ -418,6 +432,7 @@ mod tests {
             eval_every: Duration::ZERO,
             merge_wait,
             overlap: false,
+            publish_trained: false,
             lr_schedule: None,
             outer: OuterParams::PLAIN,
             defence,

@@ -115,9 +115,10 @@ async fn five_non_iid_nodes_converge() {
          speedup {speedup:.2}"
     );
     // Before the merge wait and fresh partners, a peer needed 59,000 to 69,000 samples here
-    // (speedup 0.03-0.04, measured at commit 51353fd's settings).
+    // (speedup 0.03-0.04, measured at commit 51353fd's settings); before the same-round
+    // exchange the bound was 25,000.
     assert!(
-        peer_samples <= 25_000 && speedup >= 0.1,
+        peer_samples <= 12_500 && speedup >= 0.1,
         "a peer needed {peer_samples} samples (centralized {central}): speedup {speedup:.2}"
     );
     let _ = wait_for(&nodes[0], "counters", Duration::from_secs(1), |_| true).await;

@@ -221,7 +221,7 @@ impl World {
                 Kind::Trained => self.trained(p)?,
                 Kind::MergeReady => self.merge_ready(p)?,
                 Kind::Gather => {
-                    if self.peers[p].gathering.take().is_some() {
+                    if self.peers[p].gathering.is_some() {
                         self.average(p)?;
                         if self.peers[p].cycle.phase() == Phase::Waiting {
                             self.drive(p)?;

@@ -60,6 +60,11 @@ pub struct ConvergeArgs {
     /// Centralized runs stop after this many epochs if the target is not reached.
     #[arg(long, default_value_t = 50)]
     pub max_epochs: u64,
+    /// Epoch counts of the centralized batch-50 runs with cosine decay (lr 0.05 to 0 over
+    /// that many epochs), beside the constant-rate one: the baseline is the one of them that
+    /// reaches the target in the fewest CPU seconds.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,3")]
+    pub cosine_epochs: Vec<usize>,
     /// Learning rates of the centralized batch N×50 runs.
     #[arg(long, value_delimiter = ',', default_value = "0.05,0.1,0.2,0.4")]
     pub sweep_lrs: Vec<f64>,
@@ -83,6 +88,8 @@ pub struct ConvergeArgs {
 pub struct CentralizedRun {
     pub batch_size: usize,
     pub lr: f64,
+    /// `constant`, or `cosine over E epochs`.
+    pub schedule: String,
     pub warmup_steps: usize,
     pub reached_target: bool,
     /// The loss became infinite or NaN.
@@ -137,6 +144,11 @@ pub struct ConvergeReport {
     pub eval_samples: u64,
     /// Batch 50, lr 0.05, momentum 0.9, constant.
     pub centralized: CentralizedRun,
+    /// Batch 50 with cosine decay over each of `--cosine-epochs`.
+    pub cosine: Vec<CentralizedRun>,
+    /// The batch-50 run (constant or cosine) that reached the target in the fewest CPU
+    /// seconds: the baseline of the speedups (`None`: the constant-rate run, or none reached).
+    pub baseline: CentralizedRun,
     /// Batch N×50, one run per learning rate.
     pub sweep: Vec<CentralizedRun>,
     /// Index in `sweep` of the run with the fewest samples to the target.
@@ -159,12 +171,12 @@ pub struct ConvergeReport {
     /// the network's peers (network time).
     pub centralized_samples_per_sec: f64,
     pub network_samples_per_sec: f64,
-    /// Centralized batch-50 training CPU seconds / the largest peer's CPU seconds (ideal N).
+    /// The baseline's training CPU seconds / the largest peer's CPU seconds (ideal N).
     pub speedup_cpu: Option<f64>,
     /// The same with each peer's evaluation CPU taken out, as the centralized clock leaves
     /// its evaluations out.
     pub speedup_cpu_without_eval: Option<f64>,
-    /// Centralized batch-50 samples / the largest peer's samples (ideal N).
+    /// The baseline's samples / the largest peer's samples (ideal N).
     pub speedup_samples: Option<f64>,
     /// Samples per peer the simulated exact averaging (`murmur sim --exact-averaging`, the
     /// peers' settings, the whole test split, evaluated every round) needs until every peer
@@ -178,7 +190,7 @@ pub struct ConvergeReport {
     pub averaging_efficiency: Option<f64>,
     /// Best centralized batch N×50 samples / the network's total samples (ideal 1).
     pub large_batch_efficiency: Option<f64>,
-    /// Network seconds / centralized batch-50 training seconds.
+    /// Network seconds / the baseline's training seconds.
     pub wall_ratio: Option<f64>,
     pub network_peers: Vec<PeerSummary>,
     pub budget: Option<BudgetReport>,
@@ -198,6 +210,13 @@ impl ConvergeReport {
             self.eval_samples
         );
         print_run("centralized", &self.centralized, false);
+        for run in &self.cosine {
+            print_run("centralized", run, false);
+        }
+        println!(
+            "  baseline of the speedups: batch {BASE_BATCH}, {} ({} samples, {:.1} CPU s)",
+            self.baseline.schedule, self.baseline.samples, self.baseline.cpu_seconds
+        );
         for (i, run) in self.sweep.iter().enumerate() {
             print_run("centralized", run, self.sweep_best == Some(i));
         }
@@ -322,10 +341,11 @@ fn print_run(name: &str, run: &CentralizedRun, best: bool) {
         (false, false) => "not reached",
     };
     println!(
-        "  {name} batch {:>4}, lr {:<5} warm-up {:>3}: {outcome:<11} {:>9} samples, {:>7.1} CPU s, \
-         {:>7.1} s, accuracy {:.4}{}",
+        "  {name} batch {:>4}, lr {:<5} {:<22} warm-up {:>3}: {outcome:<11} {:>9} samples, \
+         {:>7.1} CPU s, {:>7.1} s, accuracy {:.4}{}",
         run.batch_size,
         run.lr,
+        run.schedule,
         run.warmup_steps,
         run.samples,
         run.cpu_seconds,
@@ -363,6 +383,7 @@ fn centralized_run(
     batch: usize,
     lr: f64,
     warmup: usize,
+    cosine_epochs: Option<usize>,
     goal: Goal,
 ) -> anyhow::Result<CentralizedRun> {
     let Goal {
@@ -389,9 +410,11 @@ fn centralized_run(
         ds.test.clone(),
     )
     .context("building the model")?;
+    let total_steps = cosine_epochs.map(|e| e * ds.train.len / batch.max(1));
     let mut run = CentralizedRun {
         batch_size: batch,
         lr,
+        schedule: cosine_epochs.map_or("constant".into(), |e| format!("cosine over {e} epochs")),
         warmup_steps: warmup,
         reached_target: false,
         diverged: false,
@@ -410,7 +433,10 @@ fn centralized_run(
         }
         let (wall, cpu) = (Instant::now(), thread_cpu_time());
         while trainer.samples_seen() < next_eval {
-            trainer.set_lr(lr * ((step + 1) as f64 / warmup.max(1) as f64).min(1.0));
+            trainer.set_lr(match total_steps {
+                Some(total) => Schedule::Cosine.lr(lr, step, total),
+                None => lr * ((step + 1) as f64 / warmup.max(1) as f64).min(1.0),
+            });
             step += 1;
             match trainer.step() {
                 Ok(_) => {}
@@ -624,7 +650,7 @@ fn network_at_stop(summary: &TestnetSummary) -> (Option<f64>, u64, u64) {
 pub async fn run(args: &ConvergeArgs) -> anyhow::Result<ConvergeReport> {
     anyhow::ensure!(args.peers >= 1, "--peers must be at least 1");
     let cargs = args.clone();
-    let (centralized, sweep, train_len) = tokio::task::spawn_blocking(move || {
+    let (centralized, cosine, sweep, train_len) = tokio::task::spawn_blocking(move || {
         let args = cargs;
         let ds = data::load(args.dataset, args.data_dir.as_deref())
             .with_context(|| format!("loading {}", args.dataset))?;
@@ -638,14 +664,21 @@ pub async fn run(args: &ConvergeArgs) -> anyhow::Result<ConvergeReport> {
             cap: args.max_epochs.saturating_mul(ds.train.len as u64),
             timeout: args.timeout,
         };
-        let central = |batch, lr, warmup| centralized_run(&ds, &cfg, batch, lr, warmup, goal);
-        let base = central(BASE_BATCH, cfg.optimizer.lr, 0)?;
+        let central = |batch, lr, warmup, cosine| {
+            centralized_run(&ds, &cfg, batch, lr, warmup, cosine, goal)
+        };
+        let base = central(BASE_BATCH, cfg.optimizer.lr, 0, None)?;
+        let cosine = args
+            .cosine_epochs
+            .iter()
+            .map(|&e| central(BASE_BATCH, cfg.optimizer.lr, 0, Some(e.max(1))))
+            .collect::<anyhow::Result<Vec<_>>>()?;
         let sweep = args
             .sweep_lrs
             .iter()
-            .map(|&lr| central(BASE_BATCH * args.peers, lr, args.warmup_steps))
+            .map(|&lr| central(BASE_BATCH * args.peers, lr, args.warmup_steps, None))
             .collect::<anyhow::Result<Vec<_>>>()?;
-        anyhow::Ok((base, sweep, ds.train.len))
+        anyhow::Ok((base, cosine, sweep, ds.train.len))
     })
     .await??;
     let sweep_best = sweep
@@ -673,8 +706,15 @@ pub async fn run(args: &ConvergeArgs) -> anyhow::Result<ConvergeReport> {
         .map(|c| c.into_iter().fold(0.0, f64::max));
     let at_target = summary.stop == StopReason::Accuracy;
     let known = |v: u64| (at_target && v > 0).then_some(v as f64);
-    let central_samples = centralized.samples_to_target().map(|s| s as f64);
-    let central_reached = |v: f64| centralized.reached_target.then_some(v);
+    // The baseline: the batch-50 run that reached the target in the fewest CPU seconds.
+    let baseline = std::iter::once(&centralized)
+        .chain(&cosine)
+        .filter(|r| r.reached_target)
+        .min_by(|a, b| a.cpu_seconds.total_cmp(&b.cpu_seconds))
+        .unwrap_or(&centralized)
+        .clone();
+    let central_samples = baseline.samples_to_target().map(|s| s as f64);
+    let central_reached = |v: f64| baseline.reached_target.then_some(v);
     let best_samples = sweep_best
         .and_then(|i| sweep.get(i))
         .and_then(CentralizedRun::samples_to_target)
@@ -702,11 +742,11 @@ pub async fn run(args: &ConvergeArgs) -> anyhow::Result<ConvergeReport> {
         peers: args.peers,
         eval_samples: args.eval_samples,
         speedup_cpu: ratio(
-            central_reached(centralized.cpu_seconds),
+            central_reached(baseline.cpu_seconds),
             max_cpu.filter(|_| at_target),
         ),
         speedup_cpu_without_eval: ratio(
-            central_reached(centralized.cpu_seconds),
+            central_reached(baseline.cpu_seconds),
             max_cpu_without_eval.filter(|_| at_target),
         ),
         speedup_samples: ratio(central_samples, known(max_samples)),
@@ -721,11 +761,13 @@ pub async fn run(args: &ConvergeArgs) -> anyhow::Result<ConvergeReport> {
         large_batch_efficiency: ratio(best_samples, known(total_samples)),
         wall_ratio: ratio(
             at_target.then_some(summary.seconds),
-            central_reached(centralized.train_seconds),
+            central_reached(baseline.train_seconds),
         ),
         centralized_samples_per_sec: centralized.samples as f64
             / centralized.train_seconds.max(1e-9),
         centralized,
+        cosine,
+        baseline,
         sweep,
         sweep_best,
         network_seconds: summary.seconds,

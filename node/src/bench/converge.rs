@@ -297,7 +297,7 @@ impl ConvergeReport {
             self.peers
         );
         println!(
-            "  wall-clock ratio            {:>7}  (network / centralized batch {BASE_BATCH})",
+            "  wall-clock ratio            {:>7}  (network / the baseline)",
             fig(self.wall_ratio)
         );
         println!(
@@ -664,9 +664,8 @@ pub async fn run(args: &ConvergeArgs) -> anyhow::Result<ConvergeReport> {
             cap: args.max_epochs.saturating_mul(ds.train.len as u64),
             timeout: args.timeout,
         };
-        let central = |batch, lr, warmup, cosine| {
-            centralized_run(&ds, &cfg, batch, lr, warmup, cosine, goal)
-        };
+        let central =
+            |batch, lr, warmup, cosine| centralized_run(&ds, &cfg, batch, lr, warmup, cosine, goal);
         let base = central(BASE_BATCH, cfg.optimizer.lr, 0, None)?;
         let cosine = args
             .cosine_epochs

@@ -584,6 +584,14 @@ mod tests {
         }
     }
 
+    /// Says that the core's model was announced, with `samples`.
+    fn own(core: &mut Core<u32>, samples: u64) {
+        core.announced(OwnModel {
+            manifest: ManifestId::of(b"own"),
+            samples,
+        });
+    }
+
     /// A core that announced its first model at `at`.
     fn started(fanout: usize, at: Duration) -> Core<u32> {
         let mut core = Core::new(config(fanout), 0, true);
@@ -683,10 +691,7 @@ mod tests {
         let mut core = Core::new(cfg, 0, true);
         core.round_finished(Duration::ZERO, true);
         core.round_finished(S, true);
-        core.announced(OwnModel {
-            manifest: ManifestId::of(b"own"),
-            samples: 100,
-        });
+        own(&mut core, 100);
         for p in 1..4 {
             core.hear(S, p, announce(u64::from(p), 1));
         }
@@ -775,10 +780,7 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(3);
         let mut core: Core<u32> = Core::new(config(3), 0, false);
         core.round_finished(S, true);
-        core.announced(OwnModel {
-            manifest: ManifestId::of(b"own"),
-            samples: 10,
-        });
+        own(&mut core, 10);
         for p in 1..5 {
             core.hear(S, p, announce(u64::from(p), 40));
         }

@@ -208,6 +208,18 @@ fn config_bad_enum_values_name_the_key_and_the_choices() {
 }
 
 #[test]
+fn overlap_is_refused_with_the_same_round_exchange_only() {
+    let message = error("[averaging]\noverlap = true");
+    assert!(
+        message.starts_with("peer.toml: averaging.overlap = true")
+            && message.contains("same-round"),
+        "{message}"
+    );
+    let cfg = parse("[averaging]\noverlap = true\nstaleness = 'prefer-fresh'").unwrap();
+    assert!(cfg.averaging.overlap);
+}
+
+#[test]
 fn config_out_of_range_numbers_name_the_key() {
     for (text, expected) in [
         (

@@ -90,7 +90,8 @@ pub struct Policy {
 impl Policy {
     /// Chooses up to `fanout` partners among peers with a fresh announcement of a model
     /// other than ours (`own`); peers listed in `avoid` (over their error budget) are
-    /// skipped. [`Staleness::Ignore`]: uniformly at random, in a random order;
+    /// skipped. [`Staleness::Ignore`] and [`Staleness::SameRound`] (whose caller passes only
+    /// the models of the round): uniformly at random, in a random order;
     /// [`Staleness::PreferFresh`]: uniformly at random among the peers heard within the
     /// last `recent` (this node's round time), then, if fewer than `fanout` were, the most
     /// recently heard of the others. Within a round every peer counts once, so a peer

@@ -213,7 +213,7 @@ pub struct Core<P> {
     /// with [`Staleness::SameRound`], only models heard since are this round's. A model that
     /// arrived before this peer's last merge went in is a round old, even if it came after
     /// that merge was planned.
-    last_plan: Option<Duration>,
+    fresh_since: Option<Duration>,
     /// With [`Staleness::SameRound`], the end of the current wait for partners' models.
     gather_until: Option<Duration>,
     last_decay: Duration,
@@ -236,7 +236,7 @@ impl<P: Copy + Ord> Core<P> {
             last_announce: None,
             round_time: None,
             averaging: false,
-            last_plan: None,
+            fresh_since: None,
             gather_until: None,
             last_decay: Duration::ZERO,
             penalized: BTreeMap::new(),
@@ -335,7 +335,7 @@ impl<P: Copy + Ord> Core<P> {
             .known
             .iter()
             .filter(|(p, h)| self.peers.merged.get(*p) != Some(&h.announce.manifest))
-            .filter(|(_, h)| !same_round || self.last_plan.is_none_or(|t| h.at > t))
+            .filter(|(_, h)| !same_round || self.fresh_since.is_none_or(|t| h.at > t))
             .map(|(peer, h)| Known {
                 peer: *peer,
                 manifest: h.announce.manifest,
@@ -420,7 +420,7 @@ impl<P: Copy + Ord> Core<P> {
         let own = self.own?;
         let known = self.known();
         self.gather_until = None;
-        self.last_plan = Some(now);
+        self.fresh_since = Some(now);
         let avoid: Vec<P> = known
             .iter()
             .map(|k| k.peer)
@@ -478,7 +478,7 @@ impl<P: Copy + Ord> Core<P> {
     /// Returns the outcome.
     pub fn averaging_done(&mut self, now: Duration, plan: &Plan<P>, fates: &[Fate]) -> Outcome {
         self.averaging = false;
-        self.last_plan = Some(now);
+        self.fresh_since = Some(now);
         for (partner, fate) in plan.partners.iter().zip(fates) {
             let peer = partner.known.peer;
             match fate {

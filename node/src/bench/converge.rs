@@ -147,7 +147,7 @@ pub struct ConvergeReport {
     /// Batch 50 with cosine decay over each of `--cosine-epochs`.
     pub cosine: Vec<CentralizedRun>,
     /// The batch-50 run (constant or cosine) that reached the target in the fewest CPU
-    /// seconds: the baseline of the speedups (`None`: the constant-rate run, or none reached).
+    /// seconds: the baseline of the speedups (the constant-rate run if none reached it).
     pub baseline: CentralizedRun,
     /// Batch N×50, one run per learning rate.
     pub sweep: Vec<CentralizedRun>,
@@ -515,20 +515,9 @@ fn exact_reference(args: &ConvergeArgs) -> anyhow::Result<Option<u64>> {
         ..Scenario::default()
     };
     let sim_args = SimArgs {
-        peers: None,
-        dataset: None,
-        data_dir: None,
-        model: None,
-        partition: None,
-        rounds: None,
-        seed: None,
-        target_accuracy: None,
         exact_averaging: true,
-        scenario: None,
-        trace: None,
-        threads: 0,
         json: true,
-        serve: None,
+        ..SimArgs::default()
     };
     let summary = crate::sim::run_scenario(scenario, &sim_args)
         .context("the simulated exact-averaging reference")?;

@@ -31,7 +31,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// Arguments of `murmur sim`; each flag given overrides the scenario file's value.
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct SimArgs {
     /// Number of peers.
     #[arg(long)]

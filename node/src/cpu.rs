@@ -195,8 +195,14 @@ fn comm_pool() -> Option<&'static rayon::ThreadPool> {
     .as_ref()
 }
 
-/// Runs `f` (and the parallel work it starts) on the communication pool.
+/// Runs `f` (and the parallel work it starts) on the communication pool; on the calling
+/// thread when rayon runs one thread (`threads = 1`, the default), where the pool would add
+/// a hand-over and a spinning idle thread and nothing in parallel: `murmur_protocol`'s
+/// codecs and hashing then run sequentially (they never hand work to the compute pool).
 pub fn on_comm_pool<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    if rayon::current_num_threads() <= 1 {
+        return f();
+    }
     match comm_pool() {
         Some(pool) => pool.install(f),
         None => f(),

@@ -132,20 +132,23 @@ fn check_chunk_size(chunk_size: u32) -> Result<(), SnapshotError> {
     Ok(())
 }
 
-/// Cuts `stream` into `chunk_size`-byte chunks and hashes them in parallel.
+/// Cuts `stream` into `chunk_size`-byte chunks and hashes them (in parallel when rayon has
+/// more than one thread).
 pub fn chunk_stream(stream: &Bytes, chunk_size: usize) -> Vec<Chunk> {
     let size = chunk_size.max(1);
     let count = stream.len().div_ceil(size);
-    (0..count)
-        .into_par_iter()
-        .map(|i| {
-            let data = stream.slice(i * size..((i + 1) * size).min(stream.len()));
-            Chunk {
-                id: ChunkId::of(&data),
-                data,
-            }
-        })
-        .collect()
+    let one = |i: usize| {
+        let data = stream.slice(i * size..((i + 1) * size).min(stream.len()));
+        Chunk {
+            id: ChunkId::of(&data),
+            data,
+        }
+    };
+    if encoding::parallel() {
+        (0..count).into_par_iter().map(one).collect()
+    } else {
+        (0..count).map(one).collect()
+    }
 }
 
 /// Rebuilds the weights a manifest names from its chunks (in manifest order), checking the
@@ -173,18 +176,28 @@ pub fn assemble(manifest: &Manifest, chunks: &[Bytes]) -> Result<FlatParams, Ass
             });
         }
     }
-    manifest
-        .chunks
-        .par_iter()
-        .zip(chunks)
-        .enumerate()
-        .try_for_each(|(index, (id, data))| {
-            id.verify(data).map_err(|actual| AssembleError::ChunkHash {
-                index,
-                expected: *id,
-                actual,
-            })
-        })?;
+    let verify = |(index, (id, data)): (usize, (&ChunkId, &Bytes))| {
+        id.verify(data).map_err(|actual| AssembleError::ChunkHash {
+            index,
+            expected: *id,
+            actual,
+        })
+    };
+    if encoding::parallel() {
+        manifest
+            .chunks
+            .par_iter()
+            .zip(chunks)
+            .enumerate()
+            .try_for_each(verify)?;
+    } else {
+        manifest
+            .chunks
+            .iter()
+            .zip(chunks)
+            .enumerate()
+            .try_for_each(verify)?;
+    }
     if manifest.encoding != Encoding::F32Le {
         let mut stream = Vec::with_capacity(manifest.total_len as usize);
         for data in chunks {
@@ -243,6 +256,33 @@ mod tests {
         assert_eq!(snap.chunks.last().unwrap().data.len(), 404 % 70);
         let data: Vec<Bytes> = snap.chunks.iter().map(|c| c.data.clone()).collect();
         assert_eq!(assemble(&snap.manifest, &data).unwrap(), p);
+    }
+
+    /// Hashing runs sequentially in a one-thread pool and in parallel in a larger one: the
+    /// same chunks, and the same corrupted chunk named.
+    #[test]
+    fn one_thread_and_several_chunk_and_verify_alike() {
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| {
+                let snap = Snapshot::build(&params(5_000), 1024).unwrap();
+                let mut data: Vec<Bytes> = snap.chunks.iter().map(|c| c.data.clone()).collect();
+                assert_eq!(assemble(&snap.manifest, &data).unwrap(), params(5_000));
+                let mut bad = data[13].to_vec();
+                bad[7] ^= 0x80;
+                data[13] = Bytes::from(bad);
+                let refused = assemble(&snap.manifest, &data);
+                assert!(
+                    matches!(refused, Err(AssembleError::ChunkHash { index: 13, .. })),
+                    "{refused:?}"
+                );
+                snap.chunks
+            })
+        };
+        assert_eq!(run(1), run(3));
     }
 
     #[test]

@@ -94,7 +94,17 @@ impl FlatParams {
 
     /// True when every value is finite (no NaN, no infinity).
     pub fn all_finite(&self) -> bool {
-        self.values.iter().all(|v| v.is_finite())
+        // A value is not finite when its exponent bits are all ones. Counting those per
+        // block of 1,024 (no early exit inside a block) lets the compiler vectorize the
+        // loop: `iter().all(is_finite)` ran one value at a time (1% of a peer's CPU).
+        const EXPONENT: u32 = 0x7f80_0000;
+        self.values.chunks(1024).all(|block| {
+            block
+                .iter()
+                .map(|v| u32::from(v.to_bits() & EXPONENT == EXPONENT))
+                .sum::<u32>()
+                == 0
+        })
     }
 }
 
@@ -122,5 +132,28 @@ mod tests {
         assert_eq!(p.to_le_bytes()[..4], 1.0f32.to_le_bytes());
         let bad = FlatParams::from_named(vec![(TensorSpec::f32("w", &[3]), vec![1.0])]);
         assert!(matches!(bad, Err(LayoutError::TensorValueCount { .. })));
+    }
+
+    /// One NaN or infinity anywhere (first value, inside the second block, last value of a
+    /// short last block) makes the model not finite; the extremes of the finite range do not.
+    #[test]
+    fn all_finite_finds_one_bad_value_anywhere() {
+        let n = 2_500;
+        let model = |values: Vec<f32>| {
+            FlatParams::from_named(vec![(TensorSpec::f32("w", &[n as u64]), values)]).unwrap()
+        };
+        let mut edge = vec![0.5f32; n];
+        edge[0] = f32::MAX;
+        edge[1] = f32::MIN;
+        edge[2] = f32::MIN_POSITIVE / 4.0; // subnormal
+        edge[3] = -0.0;
+        assert!(model(edge).all_finite());
+        for at in [0, 1_500, n - 1] {
+            for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, -f32::NAN] {
+                let mut v = vec![1.0f32; n];
+                v[at] = bad;
+                assert!(!model(v).all_finite(), "{bad} at {at}");
+            }
+        }
     }
 }

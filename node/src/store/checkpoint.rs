@@ -412,7 +412,13 @@ fn read_all(path: &Path, file: &mut File, len: u64) -> Result<Bytes, CheckpointE
 fn verify_hash(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
     let (body, stored) = bytes.split_at(bytes.len().saturating_sub(HASH_LEN as usize));
     let mut hasher = blake3::Hasher::new();
-    hasher.update_rayon(body);
+    // On one thread, hashed here: `update_rayon` would hand the work to rayon's global
+    // pool, the training's compute pool.
+    if rayon::current_num_threads() > 1 {
+        hasher.update_rayon(body);
+    } else {
+        hasher.update(body);
+    }
     if hasher.finalize().as_bytes()[..] != stored[..] {
         return Err(CheckpointError::HashMismatch {
             path: path.to_path_buf(),

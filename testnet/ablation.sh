@@ -5,7 +5,8 @@
 # evaluation where every peer is at 85% (all_reached_samples), the final mean accuracy, the
 # bytes each peer received, blocks and refused models; the last line per partition is the
 # exact-averaging reference (docs/benchmarks.md, "The exact-averaging reference beside the
-# gossip"). "previous rule" rows are the rule before the same-round exchange. ONLY=<prefix>
+# gossip"). "previous rule" rows are the rule before the same-round exchange, with the
+# learning rate of then (0.05, constant; testnet/schedule-sweep.sh compares schedules). ONLY=<prefix>
 # runs only the variants whose name starts with it.
 #
 #   MURMUR=target/release/murmur testnet/ablation.sh
@@ -29,18 +30,33 @@ fanout = 4"
 momentum_mode = \"reset\""
   "10 steps a round|[config.averaging]
 round_steps = 10"
+  "lr 0.05 constant (the previous schedule)|[config.training]
+lr = 0.05
+lr_decay_samples = 0"
   "previous rule: prefer-fresh, fanout 2|[config.averaging]
 staleness = \"prefer-fresh\"
-fanout = 2"
+fanout = 2
+[config.training]
+lr = 0.05
+lr_decay_samples = 0"
   "previous rule, fanout 7|[config.averaging]
-staleness = \"prefer-fresh\""
+staleness = \"prefer-fresh\"
+[config.training]
+lr = 0.05
+lr_decay_samples = 0"
   "previous rule, no lag weighting|[config.averaging]
 staleness = \"ignore\"
-fanout = 2"
+fanout = 2
+[config.training]
+lr = 0.05
+lr_decay_samples = 0"
   "previous rule, 5 steps a round|[config.averaging]
 staleness = \"prefer-fresh\"
 fanout = 2
-round_steps = 5"
+round_steps = 5
+[config.training]
+lr = 0.05
+lr_decay_samples = 0"
   "exact averaging|"
 )
 only=${ONLY:-}

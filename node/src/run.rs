@@ -146,11 +146,15 @@ pub fn options(cfg: &NodeConfig) -> NodeOptions {
             merge_wait: a.merge_wait(),
             overlap: a.overlap,
             publish_trained: a.staleness == Staleness::SameRound,
-            lr_schedule: (t.lr_decay_samples > 0 || t.warmup_samples > 0).then_some(LrSchedule {
-                base: t.lr,
-                warmup_samples: t.warmup_samples,
-                decay_samples: t.lr_decay_samples,
-            }),
+            lr_schedule: (t.lr_decay_samples > 0
+                || t.warmup_samples > 0
+                || t.lr_cosine_samples > 0)
+                .then_some(LrSchedule {
+                    base: t.lr,
+                    warmup_samples: t.warmup_samples,
+                    decay_samples: t.lr_decay_samples,
+                    cosine_samples: t.lr_cosine_samples,
+                }),
             outer: OuterParams {
                 lr: a.outer_lr as f32,
                 momentum: a.outer_momentum as f32,

@@ -124,6 +124,9 @@ pub struct Tuning {
     /// `training.lr_decay_samples` of every peer.
     #[arg(long)]
     pub lr_decay_samples: Option<u64>,
+    /// `training.lr_cosine_samples` of every peer.
+    #[arg(long)]
+    pub lr_cosine_samples: Option<u64>,
     /// `training.balance_classes` of every peer.
     #[arg(long)]
     pub balance_classes: Option<bool>,
@@ -192,6 +195,9 @@ impl Tuning {
         }
         if let Some(v) = self.lr_decay_samples {
             cfg.training.lr_decay_samples = v;
+        }
+        if let Some(v) = self.lr_cosine_samples {
+            cfg.training.lr_cosine_samples = v;
         }
         if let Some(v) = self.balance_classes {
             cfg.training.balance_classes = v;

@@ -131,6 +131,8 @@ pub struct BudgetReport {
     pub centralized_train_seconds: f64,
     /// Each peer's share: epochs × training examples / peers.
     pub samples_per_peer: u64,
+    /// The peers' learning rate and schedule keys in this run.
+    pub peer_schedule: String,
     pub network_seconds: f64,
     pub network_stop: StopReason,
     pub peers: Vec<BudgetPeer>,
@@ -307,13 +309,14 @@ impl ConvergeReport {
         if let Some(b) = &self.budget {
             println!(
                 "fixed budget of {} epochs: centralized (batch {BASE_BATCH}, cosine) accuracy {:.4} \
-                 ({:.1} s training); network {:.1} s ({:?}), {} samples per peer",
+                 ({:.1} s training); network {:.1} s ({:?}), {} samples per peer ({})",
                 b.epochs,
                 b.centralized_accuracy,
                 b.centralized_train_seconds,
                 b.network_seconds,
                 b.network_stop,
-                b.samples_per_peer
+                b.samples_per_peer,
+                b.peer_schedule
             );
             println!(
                 "    {:<10} {:>8} {:>8} {:>12} {:>12}",
@@ -589,11 +592,22 @@ async fn budget(
     let central =
         tokio::task::spawn_blocking(move || crate::train::command::run(&train_args)).await??;
     let samples_per_peer = (epochs * train_len / args.peers.max(1)) as u64;
-    let summary = testnet::run(&TestnetArgs {
+    let net = TestnetArgs {
         until_samples: Some(samples_per_peer),
         ..testnet_args(args, dir)
-    })
-    .await?;
+    };
+    let defaults = NodeConfig::default().training;
+    let peer_schedule = format!(
+        "peers: lr {}, lr_decay_samples {}, lr_cosine_samples {}",
+        net.tuning.lr.unwrap_or(defaults.lr),
+        net.tuning
+            .lr_decay_samples
+            .unwrap_or(defaults.lr_decay_samples),
+        net.tuning
+            .lr_cosine_samples
+            .unwrap_or(defaults.lr_cosine_samples),
+    );
+    let summary = testnet::run(&net).await?;
     let peers = summary
         .peers
         .iter()
@@ -607,6 +621,7 @@ async fn budget(
         .collect();
     Ok(BudgetReport {
         epochs,
+        peer_schedule,
         centralized_accuracy: central.accuracy,
         centralized_train_seconds: central.train_seconds,
         samples_per_peer,
@@ -782,13 +797,15 @@ mod tests {
         assert!(tuned_keys(&testnet::Tuning::default()).unwrap().is_empty());
         let tuning = testnet::Tuning {
             round_steps: Some(10),
-            lr: Some(0.1),
+            lr: Some(0.2),
+            // The default: not a tuned key.
+            lr_decay_samples: Some(crate::config::NETWORK_LR_DECAY_SAMPLES),
             ..testnet::Tuning::default()
         };
         let keys = tuned_keys(&tuning).unwrap();
         assert_eq!(
             keys.to_string(),
-            "[averaging]\nround_steps = 10\n\n[training]\nlr = 0.1\n"
+            "[averaging]\nround_steps = 10\n\n[training]\nlr = 0.2\n"
         );
     }
 

@@ -43,7 +43,7 @@ pub use dashboard::DashboardConfig;
 pub use error::{ConfigError, DOCS};
 pub use network::NetworkConfig;
 pub use store::StoreConfig;
-pub use training::TrainingConfig;
+pub use training::{NETWORK_LR, NETWORK_LR_DECAY_SAMPLES, TrainingConfig};
 
 pub use crate::averaging::policy::{Staleness, Weighting};
 pub use crate::averaging::robust::Aggregation;

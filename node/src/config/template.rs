@@ -87,6 +87,8 @@ warmup_samples = {warmup_samples}
 weight_decay = {weight_decay}
 # Learning-rate decay: lr / (1 + samples trained / lr_decay_samples); 0 = constant.
 lr_decay_samples = {lr_decay_samples}
+# Cosine annealing to 0 over this many samples of this peer (a planned budget); 0 = none.
+lr_cosine_samples = {lr_cosine_samples}
 # Train with log p(class) of this peer's labels added to the logits, so a shard skewed toward
 # a few classes does not teach the model to favour them (no effect on a balanced shard).
 balance_classes = {balance_classes}
@@ -190,6 +192,7 @@ listen = {dashboard_listen}
         warmup_samples = train.warmup_samples,
         weight_decay = float(train.weight_decay),
         lr_decay_samples = train.lr_decay_samples,
+        lr_cosine_samples = train.lr_cosine_samples,
         balance_classes = train.balance_classes,
         batch_size = train.batch_size,
         holdout_samples = train.holdout_samples,
@@ -347,7 +350,7 @@ mod tests {
     #[test]
     fn config_every_template_key_is_in_the_docs() {
         let keys = template_keys();
-        assert_eq!(keys.len(), 55, "{keys:?}");
+        assert_eq!(keys.len(), 56, "{keys:?}");
         for key in keys {
             assert!(
                 DOCS.contains(&format!("| `{key}` |")),

@@ -91,6 +91,8 @@ pub struct LrSchedule {
     pub warmup_samples: u64,
     /// Samples after which the rate is halved (then a third at twice as many, ...); 0 = none.
     pub decay_samples: u64,
+    /// Samples over which a cosine factor takes the rate to 0 (where it stays); 0 = none.
+    pub cosine_samples: u64,
 }
 
 impl LrSchedule {
@@ -106,7 +108,13 @@ impl LrSchedule {
         } else {
             1.0 + samples as f64 / self.decay_samples as f64
         };
-        self.base * warm / decay
+        let cosine = if self.cosine_samples == 0 {
+            1.0
+        } else {
+            let progress = (samples as f64 / self.cosine_samples as f64).min(1.0);
+            0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
+        };
+        self.base * warm * cosine / decay
     }
 }
 
@@ -417,6 +425,44 @@ pub fn local_step(trainer: &mut Trainer, policy: &RoundPolicy) -> Result<(), Tra
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The schedule's factors, hand-computed: inverse-time decay halves the rate at
+    /// `decay_samples`, the cosine factor is 1/2 halfway and 0 at its end and after it,
+    /// warm-up scales linearly.
+    #[test]
+    fn the_learning_rate_schedule_multiplies_warm_up_decay_and_cosine() {
+        let close = |a: f64, b: f64| assert!((a - b).abs() < 1e-12, "{a} != {b}");
+        let decay = LrSchedule {
+            base: 0.1,
+            warmup_samples: 0,
+            decay_samples: 30_000,
+            cosine_samples: 0,
+        };
+        close(decay.lr(0), 0.1);
+        close(decay.lr(30_000), 0.05);
+        close(decay.lr(60_000), 0.1 / 3.0);
+        let cosine = LrSchedule {
+            decay_samples: 0,
+            cosine_samples: 60_000,
+            ..decay
+        };
+        close(
+            cosine.lr(15_000),
+            0.05 * (1.0 + std::f64::consts::FRAC_1_SQRT_2),
+        );
+        close(cosine.lr(30_000), 0.05);
+        close(cosine.lr(60_000), 0.0);
+        close(cosine.lr(90_000), 0.0);
+        let all = LrSchedule {
+            warmup_samples: 1_000,
+            decay_samples: 30_000,
+            ..cosine
+        };
+        // Warm-up (500 / 1000) x decay (1 / (1 + 499 / 30000)) x cosine.
+        let c = 0.5 * (1.0 + (std::f64::consts::PI * 499.0 / 60_000.0).cos());
+        close(all.lr(499), 0.1 * 0.5 * c / (1.0 + 499.0 / 30_000.0));
+        close(all.lr(30_000), 0.1 * 0.5 / 2.0);
+    }
     use crate::averaging::robust::Aggregation;
     use crate::train::digits_trainer as trainer_with;
 

@@ -12,6 +12,7 @@
 #   MURMUR=target/release/murmur testnet/ablation.sh
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
+source "$here/lib.sh"
 M=${MURMUR:-$here/../target/release/murmur}
 variants=(
   "defaults|"
@@ -67,16 +68,7 @@ for part in iid dirichlet:0.5; do
     rounds=200; [[ $name == *5\ steps* ]] && rounds=800; [[ $name == *10\ steps* ]] && rounds=400
     exact=(); [[ $name == exact* ]] && exact=(--exact-averaging)
     f=$(mktemp --suffix=.toml)
-    cat > "$f" <<EOT
-peers = 8
-dataset = "fashion-mnist"
-model = "mlp"
-partition = "$part"
-rounds = $rounds
-seed = 1
-target_accuracy = 0.85
-$extra
-EOT
+    { fmnist_scenario "$part" "$rounds" 1; echo "$extra"; } > "$f"
     out=$("$M" sim --scenario "$f" "${exact[@]}" --json 2>/dev/null | tail -1)
     echo "ABL part=$part variant=\"$name\" $(jq -c '{all_reached_samples, mean_accuracy, bytes: ([.peers[].bytes_received] | add / length | floor), blocks, rejected: ([.peers[].merges_rejected] | add)}' <<<"$out")"
     rm -f "$f"

@@ -37,3 +37,17 @@ dashboard() { echo "http://127.0.0.1:$((8080 + $1))"; }
 
 # GET a JSON path of peer $1's API (empty output if unreachable).
 api() { curl -fsS --max-time 3 "$(dashboard "$1")$2" 2>/dev/null || true; }
+
+# fmnist_scenario PARTITION ROUNDS SEED: on stdout, the head of a simulator scenario shared by
+# the ablation scripts (8 Fashion-MNIST peers, MLP, target 85%); callers append their tables.
+fmnist_scenario() {
+  cat <<EOT
+peers = 8
+dataset = "fashion-mnist"
+model = "mlp"
+partition = "$1"
+rounds = $2
+seed = $3
+target_accuracy = 0.85
+EOT
+}

@@ -11,6 +11,7 @@
 #   MURMUR=target/release/murmur testnet/schedule-sweep.sh
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
+source "$here/lib.sh"
 M=${MURMUR:-$here/../target/release/murmur}
 # name|lr|lr_decay_samples
 schedules=(
@@ -33,22 +34,10 @@ for s in "${schedules[@]}"; do
     for mode in gossip exact; do
       exact=(); [[ $mode == exact ]] && exact=(--exact-averaging)
       f=$(mktemp --suffix=.toml)
-      cat > "$f" <<EOT
-peers = 8
-dataset = "fashion-mnist"
-model = "mlp"
-partition = "$part"
-rounds = 60
-seed = ${SEED:-1}
-target_accuracy = 0.85
-
-[eval]
-every_rounds = 2
-
-[config.training]
-lr = $lr
-lr_decay_samples = $decay
-EOT
+      {
+        fmnist_scenario "$part" 60 "${SEED:-1}"
+        printf '\n[eval]\nevery_rounds = 2\n\n[config.training]\nlr = %s\nlr_decay_samples = %s\n' "$lr" "$decay"
+      } > "$f"
       out=$("$M" sim --scenario "$f" "${exact[@]}" --json 2>/dev/null | tail -1)
       echo "SCHED part=$part mode=$mode schedule=\"$name\" $(jq -c '{all_reached_samples, mean_accuracy, min_accuracy}' <<<"$out")"
       rm -f "$f"

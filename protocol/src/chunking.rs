@@ -263,11 +263,7 @@ mod tests {
     #[test]
     fn one_thread_and_several_chunk_and_verify_alike() {
         let run = |threads: usize| {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap();
-            pool.install(|| {
+            encoding::in_pool(threads, || {
                 let snap = Snapshot::build(&params(5_000), 1024).unwrap();
                 let mut data: Vec<Bytes> = snap.chunks.iter().map(|c| c.data.clone()).collect();
                 assert_eq!(assemble(&snap.manifest, &data).unwrap(), params(5_000));

@@ -224,6 +224,16 @@ pub(crate) fn parallel() -> bool {
     rayon::current_num_threads() > 1
 }
 
+/// Runs `f` in a fresh rayon pool of `threads` threads (tests of both paths of [`parallel`]).
+#[cfg(test)]
+pub(crate) fn in_pool<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> T {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .expect("a test's thread pool starts")
+        .install(f)
+}
+
 /// Writes each value's two bytes; returns the index of the first value `conv` flags.
 fn encode_half(
     dst: &mut [u8],
@@ -558,11 +568,7 @@ mod tests {
     #[test]
     fn one_thread_and_several_encode_and_decode_alike() {
         let run = |threads: usize| {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap();
-            pool.install(|| {
+            in_pool(threads, || {
                 assert_eq!(parallel(), threads > 1);
                 // Three pieces of PAR_VALUES and a short one; a bad value in the third.
                 let n = 3 * PAR_VALUES + 100;

@@ -91,7 +91,7 @@ pub struct TrainingConfig {
 /// every peer on the mean of its partners each round, the network steps like one learner on
 /// a batch several times larger, which takes a larger rate; the inverse-time decay
 /// ([`NETWORK_LR_DECAY_SAMPLES`]) then anneals it. Chosen in the simulator against exact
-/// averaging (docs/benchmarks.md, "Sample-efficiency ablation": 8 Fashion-MNIST peers reach
+/// averaging (docs/benchmarks.md, "Learning-rate schedule": 8 Fashion-MNIST peers reach
 /// 85% after 24,000 samples per peer on iid shards and 31,970 on Dirichlet 0.5, against
 /// 30,000 and 39,961 at a constant 0.05). One machine alone does better at 0.05.
 pub const NETWORK_LR: f64 = 0.1;

@@ -6,8 +6,10 @@ use murmur_node::cli::Cli;
 
 /// Training allocates and frees tensors of tens of MB every step. With glibc's malloc every
 /// one of them came from a fresh mmap, so each step paid for zeroing new pages (a third of
-/// CNN training time, measured with perf); mimalloc reuses more of them. See
-/// docs/benchmarks.md.
+/// CNN training time, measured with perf); mimalloc reuses more of them. It is built without
+/// transparent huge pages (`no_thp`): with them, the kernel zeroing 2 MiB pages made a peer's
+/// start-up (loading its data) take 0.27 to 0.87 s of CPU instead of 0.33 to 0.36 s, and CNN
+/// training 5-15% slower. See docs/benchmarks.md.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -37,6 +37,9 @@ pub struct Counters {
     pub merges_rejected: AtomicU64,
     /// Partner differences cut by norm clipping.
     pub merges_clipped: AtomicU64,
+    /// Partner models accepted on one part of the held-back examples, the rest unmeasured
+    /// (the screen of [`crate::train::merge`]).
+    pub merges_screened: AtomicU64,
     /// Times training diverged (or took a non-finite model) and went back to the last good
     /// weights.
     pub rollbacks: AtomicU64,
@@ -119,6 +122,8 @@ pub struct CounterSnapshot {
     pub merges_rejected: u64,
     #[serde(default)]
     pub merges_clipped: u64,
+    #[serde(default)]
+    pub merges_screened: u64,
     #[serde(default)]
     pub rollbacks: u64,
     #[serde(default)]
@@ -245,6 +250,7 @@ impl Counters {
             merges,
             merges_rejected: r(&self.merges_rejected),
             merges_clipped: r(&self.merges_clipped),
+            merges_screened: r(&self.merges_screened),
             rollbacks: r(&self.rollbacks),
             announces_throttled: r(&self.announces_throttled),
             chunks_fetched: r(&self.chunks_fetched),

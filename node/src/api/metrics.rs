@@ -16,7 +16,7 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 pub fn encode(s: &NodeStatus) -> Result<String, std::fmt::Error> {
     let c = &s.counters;
     let mut r = Registry::with_prefix("murmur");
-    let counters: [(&str, &str, u64); 19] = [
+    let counters: [(&str, &str, u64); 20] = [
         (
             "rounds",
             "Training rounds completed, each announcing a model",
@@ -32,6 +32,11 @@ pub fn encode(s: &NodeStatus) -> Result<String, std::fmt::Error> {
             "merges_clipped",
             "Partner differences cut by norm clipping",
             c.merges_clipped,
+        ),
+        (
+            "merges_screened",
+            "Partner models accepted on one part of the held-back examples, the rest unmeasured",
+            c.merges_screened,
         ),
         (
             "rollbacks",

@@ -123,6 +123,22 @@ pub fn accept_for_merge(reference: f32, partner: f32, ratio: f32) -> Result<(), 
     Ok(())
 }
 
+/// A partner whose loss on one part of the held-back examples is at most this fraction of
+/// the acceptance bound is accepted on that part alone ([`passes_screen`]).
+pub const SCREEN_MARGIN: f32 = 0.75;
+
+/// The screen before the full acceptance check: whether `part_loss`, a partner's loss on
+/// one random part of the held-back examples, is so far inside the bound of
+/// [`accept_for_merge`] that the rest need not be measured: at most [`SCREEN_MARGIN`] times
+/// the bound. Only a bound can be screened for (`ratio > 0`); a partner that does not pass
+/// is judged on every held-back example, so the screen never refuses anyone. The part is
+/// drawn from private data and changes every merge, so a partner cannot aim at it.
+pub fn passes_screen(reference: f32, part_loss: f32, ratio: f32) -> bool {
+    ratio > 0.0
+        && part_loss.is_finite()
+        && part_loss <= SCREEN_MARGIN * (ratio * reference.max(0.0) + ACCEPT_SLACK)
+}
+
 /// A model offered for adoption must score below this fraction of this peer's own loss to
 /// replace its model outright: at the start every model scores near chance, and a poisoned
 /// one (a sign flip of a near-initial model) can beat a fresh model by luck.
@@ -163,16 +179,49 @@ impl NormHistory {
 
 /// The Euclidean norm of a model's weights.
 pub fn norm(a: &[f32]) -> f32 {
-    a.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt() as f32
+    sum_of_squares(a).sqrt() as f32
 }
 
-/// The Euclidean distance between two models of one layout.
+/// The Euclidean distance between two models of one layout (the shorter length counts),
+/// summed like [`sum_of_squares`].
 pub fn distance(a: &[f32], b: &[f32]) -> f32 {
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| f64::from(x - y).powi(2))
-        .sum::<f64>()
-        .sqrt() as f32
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut total = 0f64;
+    for (ba, bb) in a.chunks(SUM_BLOCK).zip(b.chunks(SUM_BLOCK)) {
+        let mut lanes = [0f64; SUM_LANES];
+        for (xa, xb) in ba.chunks(SUM_LANES).zip(bb.chunks(SUM_LANES)) {
+            for ((l, x), y) in lanes.iter_mut().zip(xa).zip(xb) {
+                let d = f64::from(x - y);
+                *l += d * d;
+            }
+        }
+        total += lanes.iter().sum::<f64>();
+    }
+    total.sqrt() as f32
+}
+
+/// Values summed per lane before a block's lanes are added up.
+const SUM_BLOCK: usize = 4096;
+/// Independent `f64` accumulators, so the sum vectorizes (one running sum is one
+/// dependency chain the compiler must keep in order).
+const SUM_LANES: usize = 16;
+
+/// `Σ x²` over `a` in `f64`, in [`SUM_LANES`] lanes per block of [`SUM_BLOCK`] values (the
+/// same sum as one running `f64` sum but for the order of additions).
+fn sum_of_squares(a: &[f32]) -> f64 {
+    let mut total = 0f64;
+    for block in a.chunks(SUM_BLOCK) {
+        let mut lanes = [0f64; SUM_LANES];
+        for xs in block.chunks(SUM_LANES) {
+            for (l, x) in lanes.iter_mut().zip(xs) {
+                let v = f64::from(*x);
+                *l += v * v;
+            }
+        }
+        total += lanes.iter().sum::<f64>();
+    }
+    total
 }
 
 /// The distance bound never exceeds this many times this peer's model's norm, however
@@ -354,6 +403,53 @@ mod tests {
 
     /// Distances 1 and 100 with nothing remembered: the lower median is 1, so with factor 6
     /// and a model of norm 50 the 100 is refused (and a 40 is not).
+    /// Norm and distance sum in lanes and blocks: they agree with a plain `f64` sum over
+    /// a vector with a tail shorter than a lane and a block, count the shorter length, and
+    /// stay finite where a square overflows `f32`.
+    #[test]
+    fn norms_and_distances_match_a_plain_sum() {
+        let a: Vec<f32> = (0..10_007)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
+            .collect();
+        let b: Vec<f32> = (0..10_007)
+            .map(|i| ((i * 11 % 53) as f32 - 26.0) / 3.0)
+            .collect();
+        let plain = |xs: &[f32], ys: &[f32]| {
+            xs.iter()
+                .zip(ys)
+                .map(|(x, y)| f64::from(x - y).powi(2))
+                .sum::<f64>()
+                .sqrt() as f32
+        };
+        let close = |x: f32, y: f32| (x - y).abs() <= 1e-6 * y.abs();
+        assert!(close(distance(&a, &b), plain(&a, &b)));
+        assert!(close(norm(&a), plain(&a, &vec![0.0; a.len()])));
+        assert!(close(distance(&a, &b[..3]), plain(&a[..3], &b[..3])));
+        assert_eq!(distance(&a, &a), 0.0);
+        assert_eq!(norm(&[]), 0.0);
+        assert_eq!(norm(&[3.0, 4.0]), 5.0);
+        assert_eq!(norm(&[1e20, 0.0]), 1e20);
+        assert_eq!(distance(&[1e20], &[-1e20]), 2e20);
+    }
+
+    /// The screen passes a part loss up to three quarters of the bound (reference 0.2,
+    /// ratio 2: bound 0.9, screen 0.675) and nothing without a bound or not finite.
+    #[test]
+    fn the_screen_passes_only_losses_well_inside_the_bound() {
+        assert!(passes_screen(0.2, 0.67, 2.0));
+        assert!(
+            !passes_screen(0.2, 0.68, 2.0),
+            "inside the bound, not well inside"
+        );
+        assert!(!passes_screen(0.2, 0.95, 2.0));
+        assert!(!passes_screen(0.2, 0.1, 0.0), "no bound to screen for");
+        assert!(!passes_screen(0.2, f32::NAN, 2.0));
+        assert!(!passes_screen(0.2, f32::INFINITY, 2.0));
+        // A negative reference counts as 0: the bound is the slack alone.
+        assert!(passes_screen(-1.0, 0.375, 2.0));
+        assert!(!passes_screen(-1.0, 0.38, 2.0));
+    }
+
     #[test]
     fn the_distance_scale_is_the_lower_median_and_outliers_are_refused() {
         let mut h = NormHistory::default();

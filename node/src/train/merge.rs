@@ -1,6 +1,8 @@
 //! Taking partner models into a trainer: each offered model is checked (layout, finite
-//! values, distance from our model, loss on the held-back examples; [`robust`] decides), the
-//! ones that pass are combined by the configured rule, then the outer step. An adoption
+//! values, distance from our model, then loss on the held-back examples: on one part of them
+//! first, a different part each merge, and on all of them unless that part's loss is well
+//! inside the bound; [`robust`] decides), the ones that pass are combined by the configured
+//! rule, then the outer step. An adoption
 //! replaces the model only if the candidate clearly does better on held-back data, else it
 //! is merged like a partner. It owns the histories those checks measure against and the
 //! weights of the last published round (where a divergence goes back to).
@@ -50,6 +52,19 @@ pub struct Applied {
     pub absorb_error: Option<String>,
     /// Partners whose difference was clipped.
     pub clipped: usize,
+    /// Partners accepted on one part of the held-back examples (the screen) without the
+    /// rest being measured.
+    pub screened: usize,
+}
+
+/// What [`Merger::merge`] made of the partners.
+struct Merged {
+    /// The merged weights, `None` if no partner passed.
+    params: Option<FlatParams>,
+    /// One per partner, in order.
+    verdicts: Vec<Result<Taken, Rejection>>,
+    clipped: usize,
+    screened: usize,
 }
 
 /// One trainer's merge state.
@@ -64,6 +79,8 @@ pub struct Merger {
     losses: LossHistory,
     /// The weights of the last published round (or the start): where a divergence goes back.
     last_good: Option<FlatParams>,
+    /// The held-back part the next merge screens partners on.
+    screen_turn: usize,
 }
 
 impl Merger {
@@ -86,6 +103,7 @@ impl Merger {
             norms: NormHistory::default(),
             losses: LossHistory::default(),
             last_good: Some(start),
+            screen_turn: 0,
         })
     }
 
@@ -102,28 +120,57 @@ impl Merger {
         }
     }
 
-    /// The held-back loss of an offered model, or why it cannot be used at all.
-    fn check(
-        trainer: &Trainer,
-        model: &FlatParams,
-        own: &FlatParams,
-    ) -> Result<Option<f32>, Rejection> {
+    /// Whether an offered model can be measured at all: our layout, finite values.
+    fn valid(model: &FlatParams, own: &FlatParams) -> Result<(), Rejection> {
         if model.layout() != own.layout() {
             return Err(Rejection::Layout);
         }
         if !model.all_finite() {
             return Err(Rejection::NonFinite);
         }
+        Ok(())
+    }
+
+    /// The held-back loss of an offered model, or why it cannot be used at all.
+    fn check(
+        trainer: &Trainer,
+        model: &FlatParams,
+        own: &FlatParams,
+    ) -> Result<Option<f32>, Rejection> {
+        Self::valid(model, own)?;
         trainer
             .holdout_loss_of(model)
             .map_err(|_| Rejection::NonFinite)
+    }
+
+    /// The held-back loss of `model` (already [`Self::valid`]) for the acceptance check
+    /// against `reference`: its loss on held-back part `part` if that [passes the
+    /// screen](robust::passes_screen) (then `true`), else its loss on every held-back
+    /// example. Leaves `model` in `trainer`: the caller puts its own weights back.
+    fn screened_loss(
+        &self,
+        trainer: &Trainer,
+        model: &FlatParams,
+        reference: f32,
+        part: usize,
+    ) -> Result<(f32, bool), Rejection> {
+        let measured = || -> Result<(f32, bool), super::TrainError> {
+            trainer.import(model)?;
+            let first = trainer.holdout_part_loss(part)?;
+            if robust::passes_screen(reference, first.mean(), self.defence.accept_loss_ratio) {
+                return Ok((first.mean(), true));
+            }
+            let all = first.plus(trainer.holdout_loss_except(Some(part))?);
+            Ok((all.mean(), false))
+        };
+        measured().map_err(|_| Rejection::NonFinite)
     }
 
     /// Applies an offer to `trainer`: a merge of the partners that pass the checks (then
     /// the outer step), or an adoption if the model clearly does better (else a merge with
     /// it). A model that fails leaves the weights as they were.
     pub fn apply(&mut self, trainer: &mut Trainer, offer: Offer) -> Result<Applied, TrainError> {
-        let (params, replaced, verdicts, clipped) = match offer {
+        let (merged, replaced) = match offer {
             Offer::Adopt { model } => {
                 let own = trainer.export()?;
                 let own_loss = trainer.holdout_loss()?;
@@ -138,25 +185,27 @@ impl Merger {
                     if !self.outer_params.is_plain() {
                         self.outer = OuterStep::new(model.values());
                     }
-                    (Some(model), true, vec![Ok(Taken::Adopted)], 0)
+                    let adopted = Merged {
+                        params: Some(model),
+                        verdicts: vec![Ok(Taken::Adopted)],
+                        clipped: 0,
+                        screened: 0,
+                    };
+                    (adopted, true)
                 } else {
-                    let (merged, verdicts, clipped) =
-                        self.merge(trainer, vec![model], &[0.5, 0.5])?;
-                    (merged, false, verdicts, clipped)
+                    (self.merge(trainer, vec![model], &[0.5, 0.5])?, false)
                 }
             }
-            Offer::Merge { partners, weights } => {
-                let (merged, verdicts, clipped) = self.merge(trainer, partners, &weights)?;
-                (merged, false, verdicts, clipped)
-            }
+            Offer::Merge { partners, weights } => (self.merge(trainer, partners, &weights)?, false),
         };
         let mut applied = Applied {
-            verdicts,
+            verdicts: merged.verdicts,
             absorbed: false,
             absorb_error: None,
-            clipped,
+            clipped: merged.clipped,
+            screened: merged.screened,
         };
-        if let Some(params) = params {
+        if let Some(params) = merged.params {
             match trainer.absorb(&params, replaced) {
                 Ok(()) => applied.absorbed = true,
                 Err(e) => applied.absorb_error = Some(e.to_string()),
@@ -165,30 +214,27 @@ impl Merger {
         Ok(applied)
     }
 
-    /// The merged weights (`None` if no partner passed), each partner's verdict, and how
-    /// many were clipped.
-    #[allow(clippy::type_complexity)]
+    /// Merges the partners that pass the checks into our weights (in `trainer` nothing
+    /// changes).
     fn merge(
         &mut self,
         trainer: &Trainer,
         partners: Vec<FlatParams>,
         weights: &[f32],
-    ) -> Result<(Option<FlatParams>, Vec<Result<Taken, Rejection>>, usize), TrainError> {
+    ) -> Result<Merged, TrainError> {
         let mut own = trainer.export()?;
         let own_loss = trainer.holdout_loss()?;
         let ratio = self.defence.accept_loss_ratio;
-        let checked: Vec<Result<Option<f32>, Rejection>> = partners
-            .iter()
-            .map(|p| Self::check(trainer, p, &own))
-            .collect();
+        let valid: Vec<Result<(), Rejection>> =
+            partners.iter().map(|p| Self::valid(p, &own)).collect();
         let reference = own_loss.map(|o| self.losses.reference(o));
         // Distances: each partner's from our model, and our own progress since the last
         // published round (a distance no partner can fake).
         let norms: Vec<Option<f32>> = partners
             .iter()
-            .zip(&checked)
-            .map(|(p, c)| {
-                c.is_ok()
+            .zip(&valid)
+            .map(|(p, v)| {
+                v.is_ok()
                     .then(|| robust::distance(p.values(), own.values()))
             })
             .collect();
@@ -203,35 +249,47 @@ impl Merger {
         let own_norm = robust::norm(own.values());
         self.norms.remember(&current);
         let defence = self.defence;
-        let verdicts: Vec<Result<Taken, Rejection>> = checked
+        // The held-back part this merge screens on: the next one each merge.
+        let parts = trainer.holdout_parts().max(1);
+        let part = self.screen_turn % parts;
+        self.screen_turn = (part + 1) % parts;
+        let mut seen: Vec<f32> = Vec::new();
+        let (mut swapped, mut screened) = (false, 0);
+        let verdicts: Vec<Result<Taken, Rejection>> = partners
             .iter()
+            .zip(valid)
             .zip(&norms)
-            .map(|(c, norm)| {
-                c.clone()
-                    .and_then(|loss| match norm {
-                        Some(n) => {
-                            robust::accept_distance(*n, scale, defence.max_distance, own_norm)
-                                .map(|()| loss)
-                        }
-                        None => Ok(loss),
-                    })
-                    .and_then(|loss| match (reference, loss) {
-                        (Some(r), Some(l)) => robust::accept_for_merge(r, l, ratio),
-                        _ => Ok(()),
-                    })
-                    .map(|()| Taken::Merged)
+            .map(|((p, v), norm)| {
+                v.and_then(|()| match norm {
+                    Some(n) => robust::accept_distance(*n, scale, defence.max_distance, own_norm),
+                    None => Ok(()),
+                })
+                .and_then(|()| {
+                    // No held-back examples: no loss to bound.
+                    let Some(r) = reference else { return Ok(()) };
+                    swapped = true;
+                    let (loss, passed) = self.screened_loss(trainer, p, r, part)?;
+                    seen.push(loss);
+                    screened += usize::from(passed);
+                    robust::accept_for_merge(r, loss, ratio)
+                })
+                .map(|()| Taken::Merged)
             })
             .collect();
-        let seen: Vec<f32> = checked
-            .iter()
-            .filter_map(|c| c.clone().ok().flatten())
-            .collect();
+        if swapped {
+            trainer.import(&own)?;
+        }
         self.losses.remember(&seen);
         let taken: Vec<usize> = (0..partners.len())
             .filter(|&i| verdicts[i].is_ok())
             .collect();
         if taken.is_empty() {
-            return Ok((None, verdicts, 0));
+            return Ok(Merged {
+                params: None,
+                verdicts,
+                clipped: 0,
+                screened,
+            });
         }
         // Own weight, then the taken partners', renormalized.
         let mut kept: Vec<f32> = std::iter::once(0)
@@ -260,7 +318,12 @@ impl Merger {
         if !self.outer_params.is_plain() {
             self.outer.apply(own.values_mut(), self.outer_params);
         }
-        Ok((Some(own), verdicts, done.clipped))
+        Ok(Merged {
+            params: Some(own),
+            verdicts,
+            clipped: done.clipped,
+            screened,
+        })
     }
 }
 
@@ -295,6 +358,69 @@ mod tests {
             assert!(!adopted.absorbed);
             assert_eq!(t.export().unwrap().values(), before.values());
         }
+    }
+
+    /// The screen changes what is measured, not who is taken: over partners from our own
+    /// model to one scaled far off, a partner clearing the screen on the first part is
+    /// merged having been measured there only; any other is taken exactly when its loss on
+    /// every held-back example is within the bound; a refusal leaves our weights as they
+    /// were. Both a screened and a refused partner occur.
+    #[test]
+    fn the_screen_takes_the_partners_the_full_check_takes() {
+        let mut t = trainer(100);
+        assert_eq!(t.holdout_parts(), 4);
+        for _ in 0..40 {
+            t.step().unwrap();
+        }
+        let own = t.export().unwrap();
+        let own_loss = t.holdout_loss().unwrap().unwrap();
+        let defence = Defence {
+            aggregation: Aggregation::Mean,
+            clip_factor: 1.0,
+            max_distance: 0.0,
+            accept_loss_ratio: 2.0,
+        };
+        let bound = 2.0 * own_loss + robust::ACCEPT_SLACK;
+        let (mut screened, mut on_all, mut refused) = (0, 0, 0);
+        for scale in [1.0f32, 1.2, 1.5, 2.0, 2.5, 3.0, 4.0, 6.0, 10.0] {
+            let mut partner = own.clone();
+            partner.values_mut().iter_mut().for_each(|v| *v *= scale);
+            let all = t.holdout_loss_of(&partner).unwrap().unwrap();
+            t.import(&partner).unwrap();
+            let first = t.holdout_part_loss(0).unwrap().mean();
+            t.import(&own).unwrap();
+            let mut merger = Merger::new(&t, OuterParams::PLAIN, defence).unwrap();
+            let applied = merger
+                .apply(
+                    &mut t,
+                    Offer::Merge {
+                        partners: vec![partner],
+                        weights: vec![0.5, 0.5],
+                    },
+                )
+                .unwrap();
+            if robust::passes_screen(own_loss, first, 2.0) {
+                assert_eq!(applied.verdicts, vec![Ok(Taken::Merged)], "scale {scale}");
+                assert_eq!(applied.screened, 1);
+                screened += 1;
+            } else if all <= bound {
+                assert_eq!(applied.verdicts, vec![Ok(Taken::Merged)], "scale {scale}");
+                assert_eq!(applied.screened, 0);
+                on_all += 1;
+            } else {
+                assert!(
+                    matches!(applied.verdicts[..], [Err(Rejection::Loss { .. })]),
+                    "scale {scale}: {:?}",
+                    applied.verdicts
+                );
+                assert_eq!(applied.screened, 0);
+                assert!(!applied.absorbed);
+                assert_eq!(t.export().unwrap().values(), own.values());
+                refused += 1;
+            }
+            t.import(&own).unwrap();
+        }
+        assert!(screened > 0 && refused > 0, "{screened} {on_all} {refused}");
     }
 
     /// With no held-back examples there is no loss to compare: a finite model of our layout

@@ -5,6 +5,7 @@
 //! Batches are drawn by a seeded shuffle per epoch, so a run is reproducible given its seed.
 
 pub mod command;
+pub mod holdout;
 pub mod merge;
 pub mod optim;
 pub mod round;
@@ -13,6 +14,7 @@ pub mod worker;
 use crate::data::Split;
 use crate::model::{ConvImpl, ModelError, ModelKind, Network};
 use candle_core::{Device, Tensor};
+use holdout::{Holdout, LossSum};
 use murmur_protocol::FlatParams;
 use optim::{Optim, OptimConfig};
 use rand::SeedableRng;
@@ -107,7 +109,7 @@ pub struct Trainer {
     train: Split,
     test: Split,
     /// Held back from `train`: the data partner models are checked on (may be empty).
-    holdout: Split,
+    holdout: Holdout,
     batch_size: usize,
     rng: ChaCha8Rng,
     /// This epoch's order of training examples, and how far into it we are.
@@ -140,6 +142,7 @@ impl Trainer {
         // The batch order gets its own stream, apart from the weights' seed.
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x6D75_726D_7572_0001);
         let (train, holdout) = hold_back(train, cfg.holdout, &mut rng);
+        let holdout = Holdout::new(&holdout)?;
         let order = (0..train.len).collect();
         let logit_adjust = if cfg.balance_classes {
             Some(log_prior(&train.labels, classes)?)
@@ -236,30 +239,46 @@ impl Trainer {
 
     /// Examples held back from training.
     pub fn holdout_len(&self) -> usize {
-        self.holdout.len
+        self.holdout.len()
+    }
+
+    /// Parts the held-back examples are cut into ([`holdout::PARTS`], fewer if there are
+    /// fewer examples; 0 if none).
+    pub fn holdout_parts(&self) -> usize {
+        self.holdout.parts()
     }
 
     /// Mean cross-entropy of the current model on the held-back examples (`None` if none
     /// were held back).
     pub fn holdout_loss(&self) -> Result<Option<f32>, TrainError> {
-        if self.holdout.len == 0 {
+        if self.holdout.is_empty() {
             return Ok(None);
         }
-        Ok(Some(self.evaluate_on(&self.holdout)?.loss))
+        Ok(Some(self.holdout_loss_except(None)?.mean()))
+    }
+
+    /// The current model's summed cross-entropy on held-back part `part` (plain logits).
+    pub fn holdout_part_loss(&self, part: usize) -> Result<LossSum, TrainError> {
+        Ok(self.holdout.part_loss(part, |xs| self.net.forward(xs))?)
+    }
+
+    /// The current model's summed cross-entropy on every held-back part but `skip`.
+    pub fn holdout_loss_except(&self, skip: Option<usize>) -> Result<LossSum, TrainError> {
+        Ok(self.holdout.loss_except(skip, |xs| self.net.forward(xs))?)
     }
 
     /// Mean cross-entropy of `params` on the held-back examples, this trainer's own weights
     /// left as they were. Fails (without touching them) on another layout or non-finite
     /// values.
     pub fn holdout_loss_of(&self, params: &FlatParams) -> Result<Option<f32>, TrainError> {
-        if self.holdout.len == 0 {
+        if self.holdout.is_empty() {
             return Ok(None);
         }
         let own = self.export()?;
         self.net.import(params)?;
-        let loss = self.evaluate_on(&self.holdout);
+        let loss = self.holdout_loss();
         self.net.import(&own)?;
-        Ok(Some(loss?.loss))
+        loss
     }
 
     fn evaluate_on(&self, split: &Split) -> Result<Evaluation, TrainError> {
@@ -318,7 +337,8 @@ impl Trainer {
 }
 
 /// Splits `holdout` examples (at most a fifth, so none from fewer than five) off `train`,
-/// drawn by `rng`; the rest, in their order, stays for training.
+/// drawn by `rng` and in the random order drawn (so any run of them is a random sample); the
+/// rest, in their order, stays for training.
 fn hold_back(train: Split, holdout: usize, rng: &mut ChaCha8Rng) -> (Split, Split) {
     let n = holdout.min(train.len / 5);
     let mut picked = vec![false; train.len];
@@ -327,8 +347,8 @@ fn hold_back(train: Split, holdout: usize, rng: &mut ChaCha8Rng) -> (Split, Spli
     for &i in &order[..n] {
         picked[i] = true;
     }
-    let (held, kept): (Vec<usize>, Vec<usize>) = (0..train.len).partition(|&i| picked[i]);
-    (train.subset(&kept), train.subset(&held))
+    let kept: Vec<usize> = (0..train.len).filter(|&i| !picked[i]).collect();
+    (train.subset(&kept), train.subset(&order[..n]))
 }
 
 /// A small trainer for unit tests: an 8-unit MLP on the built-in digits, `holdout`

@@ -373,6 +373,7 @@ impl Worker {
             tracing::warn!("partner model refused: {rejected}");
         }
         Counters::add(&self.counters.merges_clipped, applied.clipped as u64);
+        Counters::add(&self.counters.merges_screened, applied.screened as u64);
         if applied.absorbed {
             Counters::inc(&self.counters.merges);
         }

@@ -139,6 +139,23 @@ pub fn passes_screen(reference: f32, part_loss: f32, ratio: f32) -> bool {
         && part_loss <= SCREEN_MARGIN * (ratio * reference.max(0.0) + ACCEPT_SLACK)
 }
 
+/// The factor [`paired_estimate`] scales a part's loss by is kept within these bounds.
+const PAIRED_FACTOR: (f32, f32) = (0.5, 2.0);
+
+/// A partner's loss on all held-back examples, estimated from its loss on one part of them:
+/// `partner_part × own_all / own_part`, our own model's losses on that part and on all of
+/// them pairing out how hard the part happens to be (the factor kept within 0.5..=2). Losses
+/// on 50 examples scatter more, and to the low side, than on 200 (a few hard examples carry
+/// much of a mean); the recent partners' lower median, the acceptance check's reference, is
+/// kept on this estimate so that it does not sink. `partner_part` itself where our own losses
+/// cannot pair it (not finite, or 0).
+pub fn paired_estimate(partner_part: f32, own_part: f32, own_all: f32) -> f32 {
+    if !(own_part.is_finite() && own_all.is_finite() && own_part > 0.0) {
+        return partner_part;
+    }
+    partner_part * (own_all / own_part).clamp(PAIRED_FACTOR.0, PAIRED_FACTOR.1)
+}
+
 /// A model offered for adoption must score below this fraction of this peer's own loss to
 /// replace its model outright: at the start every model scores near chance, and a poisoned
 /// one (a sign flip of a near-initial model) can beat a fresh model by luck.
@@ -403,6 +420,20 @@ mod tests {
 
     /// Distances 1 and 100 with nothing remembered: the lower median is 1, so with factor 6
     /// and a model of norm 50 the 100 is refused (and a 40 is not).
+    /// Hand-computed: a partner at 0.6 on a part where our own model scores 0.3 against
+    /// 0.4 on all is estimated at 0.8; the factor stops at 2 and 0.5; without a usable own
+    /// loss the part's loss stands.
+    #[test]
+    fn a_part_loss_is_paired_with_our_own() {
+        assert!((paired_estimate(0.6, 0.3, 0.4) - 0.8).abs() < 1e-6);
+        assert!((paired_estimate(0.6, 0.1, 0.9) - 1.2).abs() < 1e-6);
+        assert!((paired_estimate(0.6, 0.9, 0.1) - 0.3).abs() < 1e-6);
+        assert_eq!(paired_estimate(0.6, 0.0, 0.4), 0.6);
+        assert_eq!(paired_estimate(0.6, f32::NAN, 0.4), 0.6);
+        assert_eq!(paired_estimate(0.6, 0.3, f32::INFINITY), 0.6);
+        assert!(paired_estimate(f32::NAN, 0.3, 0.4).is_nan());
+    }
+
     /// Norm and distance sum in lanes and blocks: they agree with a plain `f64` sum over
     /// a vector with a tail shorter than a lane and a block, count the shorter length, and
     /// stay finite where a square overflows `f32`.

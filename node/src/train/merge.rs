@@ -10,6 +10,7 @@
 //! It must not touch threads, channels or counters: the training thread ([`super::worker`])
 //! and the simulator ([`crate::sim`]) both call it, one per trainer, and report what it says.
 
+use super::holdout::LossSum;
 use super::{TrainError, Trainer};
 use crate::averaging::offer::Offer;
 use crate::averaging::outer::{OuterParams, OuterStep};
@@ -55,6 +56,24 @@ pub struct Applied {
     /// Partners accepted on one part of the held-back examples (the screen) without the
     /// rest being measured.
     pub screened: usize,
+}
+
+/// Our own model's held-back losses a merge screens against.
+#[derive(Debug, Clone, Copy)]
+struct OwnLoss {
+    /// The part partners are screened on this merge.
+    part: usize,
+    on_part: f32,
+    on_all: f32,
+}
+
+/// A partner's held-back loss as measured for the acceptance check.
+#[derive(Debug, Clone, Copy)]
+struct Measured {
+    /// The paired estimate from the screen's part, or the loss on every example.
+    loss: f32,
+    /// It passed the screen: taken on the part alone.
+    screened: bool,
 }
 
 /// What [`Merger::merge`] made of the partners.
@@ -143,25 +162,34 @@ impl Merger {
             .map_err(|_| Rejection::NonFinite)
     }
 
-    /// The held-back loss of `model` (already [`Self::valid`]) for the acceptance check
-    /// against `reference`: its loss on held-back part `part` if that [passes the
-    /// screen](robust::passes_screen) (then `true`), else its loss on every held-back
-    /// example. Leaves `model` in `trainer`: the caller puts its own weights back.
-    fn screened_loss(
+    /// Measures `model` (already [`Self::valid`]) on held-back part `part` and, when it is
+    /// to be `judged` and its [paired estimate](robust::paired_estimate) does not [pass the
+    /// screen](robust::passes_screen) against `reference`, on every held-back example.
+    /// Leaves `model` in `trainer`: the caller puts its own weights back.
+    fn measure(
         &self,
         trainer: &Trainer,
         model: &FlatParams,
         reference: f32,
-        part: usize,
-    ) -> Result<(f32, bool), Rejection> {
-        let measured = || -> Result<(f32, bool), super::TrainError> {
+        own: OwnLoss,
+        judged: bool,
+    ) -> Result<Measured, Rejection> {
+        let measured = || -> Result<Measured, super::TrainError> {
             trainer.import(model)?;
-            let first = trainer.holdout_part_loss(part)?;
-            if robust::passes_screen(reference, first.mean(), self.defence.accept_loss_ratio) {
-                return Ok((first.mean(), true));
+            let first = trainer.holdout_part_loss(own.part)?;
+            let estimate = robust::paired_estimate(first.mean(), own.on_part, own.on_all);
+            let ratio = self.defence.accept_loss_ratio;
+            if !judged || robust::passes_screen(reference, estimate, ratio) {
+                return Ok(Measured {
+                    loss: estimate,
+                    screened: judged,
+                });
             }
-            let all = first.plus(trainer.holdout_loss_except(Some(part))?);
-            Ok((all.mean(), false))
+            let all = first.plus(trainer.holdout_loss_except(Some(own.part))?);
+            Ok(Measured {
+                loss: all.mean(),
+                screened: false,
+            })
         };
         measured().map_err(|_| Rejection::NonFinite)
     }
@@ -223,7 +251,13 @@ impl Merger {
         weights: &[f32],
     ) -> Result<Merged, TrainError> {
         let mut own = trainer.export()?;
-        let own_loss = trainer.holdout_loss()?;
+        // Our own model's loss on each held-back part (the screen pairs a partner's loss on
+        // one part with ours there), and on all of them.
+        let own_parts = (0..trainer.holdout_parts())
+            .map(|p| trainer.holdout_part_loss(p))
+            .collect::<Result<Vec<_>, _>>()?;
+        let own_all = own_parts.iter().fold(LossSum::default(), |a, b| a.plus(*b));
+        let own_loss = (!own_parts.is_empty()).then(|| own_all.mean());
         let ratio = self.defence.accept_loss_ratio;
         let valid: Vec<Result<(), Rejection>> =
             partners.iter().map(|p| Self::valid(p, &own)).collect();
@@ -250,9 +284,14 @@ impl Merger {
         self.norms.remember(&current);
         let defence = self.defence;
         // The held-back part this merge screens on: the next one each merge.
-        let parts = trainer.holdout_parts().max(1);
+        let parts = own_parts.len().max(1);
         let part = self.screen_turn % parts;
         self.screen_turn = (part + 1) % parts;
+        let own_losses = OwnLoss {
+            part,
+            on_part: own_parts.get(part).map_or(f32::NAN, |l| l.mean()),
+            on_all: own_all.mean(),
+        };
         let mut seen: Vec<f32> = Vec::new();
         let (mut swapped, mut screened) = (false, 0);
         let verdicts: Vec<Result<Taken, Rejection>> = partners
@@ -260,20 +299,26 @@ impl Merger {
             .zip(valid)
             .zip(&norms)
             .map(|((p, v), norm)| {
-                v.and_then(|()| match norm {
+                v?;
+                let near = match norm {
                     Some(n) => robust::accept_distance(*n, scale, defence.max_distance, own_norm),
                     None => Ok(()),
-                })
-                .and_then(|()| {
-                    // No held-back examples: no loss to bound.
-                    let Some(r) = reference else { return Ok(()) };
-                    swapped = true;
-                    let (loss, passed) = self.screened_loss(trainer, p, r, part)?;
-                    seen.push(loss);
-                    screened += usize::from(passed);
-                    robust::accept_for_merge(r, loss, ratio)
-                })
-                .map(|()| Taken::Merged)
+                };
+                // No held-back examples: no loss to bound.
+                let Some(r) = reference else {
+                    return near.map(|()| Taken::Merged);
+                };
+                // A partner the distance check refuses is measured on the part only, for
+                // the reference of later checks.
+                swapped = true;
+                let measured = self.measure(trainer, p, r, own_losses, near.is_ok())?;
+                seen.push(measured.loss);
+                near?;
+                if measured.screened {
+                    screened += 1;
+                    return Ok(Taken::Merged);
+                }
+                robust::accept_for_merge(r, measured.loss, ratio).map(|()| Taken::Merged)
             })
             .collect();
         if swapped {
@@ -361,8 +406,8 @@ mod tests {
     }
 
     /// The screen changes what is measured, not who is taken: over partners from our own
-    /// model to one scaled far off, a partner clearing the screen on the first part is
-    /// merged having been measured there only; any other is taken exactly when its loss on
+    /// model to one scaled far off, a partner whose paired estimate on the first part clears
+    /// the screen is merged having been measured there only; any other is taken exactly when its loss on
     /// every held-back example is within the bound; a refusal leaves our weights as they
     /// were. Both a screened and a refused partner occur.
     #[test]
@@ -386,9 +431,11 @@ mod tests {
             let mut partner = own.clone();
             partner.values_mut().iter_mut().for_each(|v| *v *= scale);
             let all = t.holdout_loss_of(&partner).unwrap().unwrap();
+            let own_first = t.holdout_part_loss(0).unwrap().mean();
             t.import(&partner).unwrap();
             let first = t.holdout_part_loss(0).unwrap().mean();
             t.import(&own).unwrap();
+            let estimate = robust::paired_estimate(first, own_first, own_loss);
             let mut merger = Merger::new(&t, OuterParams::PLAIN, defence).unwrap();
             let applied = merger
                 .apply(
@@ -399,7 +446,7 @@ mod tests {
                     },
                 )
                 .unwrap();
-            if robust::passes_screen(own_loss, first, 2.0) {
+            if robust::passes_screen(own_loss, estimate, 2.0) {
                 assert_eq!(applied.verdicts, vec![Ok(Taken::Merged)], "scale {scale}");
                 assert_eq!(applied.screened, 1);
                 screened += 1;

@@ -1,7 +1,7 @@
 //! CPU time by activity, measured from the kernel's CPU clocks (no estimates).
 //!
 //! - [`process_time`]: user + system time of the whole process, every thread live or
-//!   exited (`CLOCK_PROCESS_CPUTIME_ID`).
+//!   exited (`CLOCK_PROCESS_CPUTIME_ID`); [`children_time`]: that of its waited-for children.
 //! - [`ThreadClock`]: one thread's CPU clock (`pthread_getcpuclockid`), readable from any
 //!   thread; the kernel brings a running thread's time up to date on each read.
 //! - [`ThreadSet`]: a registry of threads whose CPU time is summed. A thread joins it when it
@@ -13,7 +13,7 @@
 //!   the threads of rayon's global pool that candle runs its kernels on
 //!   ([`register_compute_pool`]).
 //!
-//! The only `unsafe` of the crate's library is here: two libc calls, each given a valid
+//! The only `unsafe` of the crate's library is here: three libc calls, each given a valid
 //! out-pointer. A thread's clock id names the thread by its kernel id, which may be reused
 //! once the thread is gone, so a set drops a thread's clock when the thread leaves (before it
 //! exits) and only threads that never exit (the compute pool, the training thread while it
@@ -45,6 +45,24 @@ fn clock_time(clock: libc::clockid_t) -> Option<Duration> {
 /// children); `None` if the clock cannot be read.
 pub fn process_time() -> Option<Duration> {
     clock_time(libc::CLOCK_PROCESS_CPUTIME_ID)
+}
+
+/// User + system CPU time of this process's children that have exited and been waited for;
+/// `None` if the kernel refuses.
+pub fn children_time() -> Option<Duration> {
+    // SAFETY: an all-zero `rusage` is a valid value of the plain C struct.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `usage` is a valid, writable rusage for the duration of the call.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
+    if rc != 0 {
+        return None;
+    }
+    let time = |t: libc::timeval| {
+        let secs = u64::try_from(t.tv_sec).ok()?;
+        let micros = u32::try_from(t.tv_usec).ok()?;
+        Some(Duration::new(secs, micros.checked_mul(1_000)?))
+    };
+    Some(time(usage.ru_utime)? + time(usage.ru_stime)?)
 }
 
 /// One thread's CPU clock, readable from any thread.

@@ -3,7 +3,9 @@
 //! on one compute thread. First one model is trained on all the data with batch 50 (lr 0.05,
 //! momentum 0.9, constant), then with batch N×50 at each learning rate of a small sweep
 //! (linear warm-up, then constant); each evaluates on the test split every `--eval-samples`
-//! samples, and its clocks count training steps only. Then `murmur testnet` runs N peer
+//! samples, and its clocks count training steps only. Then `murmur train` runs as a process of
+//! its own with cosine decay over each of the `--cosine-epochs` ([`one_machine`]), its whole
+//! CPU time counted as each peer's is. Then `murmur testnet` runs N peer
 //! processes on the same cores, each on its shard, until every peer reports the target at
 //! the same poll; its clock includes starting the processes and every peer's evaluations.
 //! Before the network, the simulator runs the exact-averaging reference with the peers'
@@ -14,6 +16,7 @@
 //! centrally (`murmur train`'s cosine schedule) and runs a fresh testnet until each peer has
 //! trained on its share of E epochs, and compares their final accuracies.
 
+use super::one_machine::{self, ProcessRun};
 use crate::config::NodeConfig;
 use crate::data::{self, Dataset, DatasetName, Partition};
 use crate::metrics::thread_cpu_time;
@@ -151,6 +154,10 @@ pub struct ConvergeReport {
     /// The batch-50 run (constant or cosine) that reached the target in the fewest CPU
     /// seconds: the baseline of the speedups (the constant-rate run if none reached it).
     pub baseline: CentralizedRun,
+    /// `murmur train` as its own process, the fewest CPU seconds (loading, training,
+    /// evaluating) among the `--cosine-epochs` runs that end at the target; `None` if none
+    /// does.
+    pub baseline_process: Option<ProcessRun>,
     /// Batch N×50, one run per learning rate.
     pub sweep: Vec<CentralizedRun>,
     /// Index in `sweep` of the run with the fewest samples to the target.
@@ -178,6 +185,8 @@ pub struct ConvergeReport {
     /// The same with each peer's evaluation CPU taken out, as the centralized clock leaves
     /// its evaluations out.
     pub speedup_cpu_without_eval: Option<f64>,
+    /// `baseline_process`'s CPU seconds / the largest peer's: whole processes on both sides.
+    pub speedup_cpu_process: Option<f64>,
     /// The baseline's samples / the largest peer's samples (ideal N).
     pub speedup_samples: Option<f64>,
     /// Samples per peer the simulated exact averaging (`murmur sim --exact-averaging`, the
@@ -219,6 +228,17 @@ impl ConvergeReport {
             "  baseline of the speedups: batch {BASE_BATCH}, {} ({} samples, {:.1} CPU s)",
             self.baseline.schedule, self.baseline.samples, self.baseline.cpu_seconds
         );
+        match &self.baseline_process {
+            Some(p) => println!(
+                "  one machine as its own process (`murmur train --epochs {} --schedule cosine --lr {} \
+                 --threads 1`): accuracy {:.4} after {} samples, {:.1} CPU s (loading, training, \
+                 evaluating)",
+                p.epochs, p.lr, p.accuracy, p.samples, p.cpu_seconds
+            ),
+            None => println!(
+                "  one machine as its own process: no `murmur train` run reached the target"
+            ),
+        }
         for (i, run) in self.sweep.iter().enumerate() {
             print_run("centralized", run, self.sweep_best == Some(i));
         }
@@ -279,6 +299,11 @@ impl ConvergeReport {
         println!(
             "  parallel speedup (CPU, evaluations excluded) {:>7}",
             fig(self.speedup_cpu_without_eval)
+        );
+        println!(
+            "  parallel speedup (CPU, whole processes on both sides: murmur train's against the \
+             largest peer's) {:>7}",
+            fig(self.speedup_cpu_process)
         );
         println!(
             "  parallel speedup (samples)  {:>7}  (ideal {})",
@@ -691,6 +716,18 @@ pub async fn run(args: &ConvergeArgs) -> anyhow::Result<ConvergeReport> {
         .min()
         .map(|(_, i)| i);
 
+    let alone = args.clone();
+    let baseline_process = tokio::task::spawn_blocking(move || {
+        let setup = one_machine::Setup {
+            dataset: alone.dataset,
+            data_dir: alone.data_dir.as_deref(),
+            model: &alone.model,
+            lr: TrainConfig::default().optimizer.lr,
+        };
+        one_machine::best(setup, &alone.cosine_epochs, alone.target)
+    })
+    .await??;
+
     let reference = args.clone();
     let exact_samples = tokio::task::spawn_blocking(move || exact_reference(&reference)).await??;
 
@@ -752,6 +789,10 @@ pub async fn run(args: &ConvergeArgs) -> anyhow::Result<ConvergeReport> {
             central_reached(baseline.cpu_seconds),
             max_cpu_without_eval.filter(|_| at_target),
         ),
+        speedup_cpu_process: ratio(
+            baseline_process.as_ref().map(|p| p.cpu_seconds),
+            max_cpu.filter(|_| at_target),
+        ),
         speedup_samples: ratio(central_samples, known(max_samples)),
         exact_samples,
         train_share_min: shares
@@ -771,6 +812,7 @@ pub async fn run(args: &ConvergeArgs) -> anyhow::Result<ConvergeReport> {
         centralized,
         cosine,
         baseline,
+        baseline_process,
         sweep,
         sweep_best,
         network_seconds: summary.seconds,

@@ -5,6 +5,7 @@
 pub mod chunking;
 pub mod converge;
 pub mod hostile;
+pub mod one_machine;
 pub mod transfer;
 
 use indicatif::{ProgressBar, ProgressStyle};

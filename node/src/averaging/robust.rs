@@ -196,26 +196,12 @@ impl NormHistory {
 
 /// The Euclidean norm of a model's weights.
 pub fn norm(a: &[f32]) -> f32 {
-    sum_of_squares(a).sqrt() as f32
+    lane_sum(a, a, |x, _| x).sqrt() as f32
 }
 
-/// The Euclidean distance between two models of one layout (the shorter length counts),
-/// summed like [`sum_of_squares`].
+/// The Euclidean distance between two models of one layout (the shorter length counts).
 pub fn distance(a: &[f32], b: &[f32]) -> f32 {
-    let n = a.len().min(b.len());
-    let (a, b) = (&a[..n], &b[..n]);
-    let mut total = 0f64;
-    for (ba, bb) in a.chunks(SUM_BLOCK).zip(b.chunks(SUM_BLOCK)) {
-        let mut lanes = [0f64; SUM_LANES];
-        for (xa, xb) in ba.chunks(SUM_LANES).zip(bb.chunks(SUM_LANES)) {
-            for ((l, x), y) in lanes.iter_mut().zip(xa).zip(xb) {
-                let d = f64::from(x - y);
-                *l += d * d;
-            }
-        }
-        total += lanes.iter().sum::<f64>();
-    }
-    total.sqrt() as f32
+    lane_sum(a, b, |x, y| x - y).sqrt() as f32
 }
 
 /// Values summed per lane before a block's lanes are added up.
@@ -224,15 +210,16 @@ const SUM_BLOCK: usize = 4096;
 /// dependency chain the compiler must keep in order).
 const SUM_LANES: usize = 16;
 
-/// `Σ x²` over `a` in `f64`, in [`SUM_LANES`] lanes per block of [`SUM_BLOCK`] values (the
-/// same sum as one running `f64` sum but for the order of additions).
-fn sum_of_squares(a: &[f32]) -> f64 {
+/// `Σ f(a_i, b_i)²` in `f64` over the shorter length, in [`SUM_LANES`] lanes per block of
+/// [`SUM_BLOCK`] values (the same sum as one running `f64` sum but for the order of
+/// additions).
+fn lane_sum(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f64 {
     let mut total = 0f64;
-    for block in a.chunks(SUM_BLOCK) {
+    for (ba, bb) in a.chunks(SUM_BLOCK).zip(b.chunks(SUM_BLOCK)) {
         let mut lanes = [0f64; SUM_LANES];
-        for xs in block.chunks(SUM_LANES) {
-            for (l, x) in lanes.iter_mut().zip(xs) {
-                let v = f64::from(*x);
+        for (xa, xb) in ba.chunks(SUM_LANES).zip(bb.chunks(SUM_LANES)) {
+            for ((l, x), y) in lanes.iter_mut().zip(xa).zip(xb) {
+                let v = f64::from(f(*x, *y));
                 *l += v * v;
             }
         }

@@ -51,15 +51,16 @@ impl Holdout {
         let mut parts = Vec::new();
         if split.len > 0 {
             let per = split.len.div_ceil(PARTS.min(split.len));
-            let all: Vec<usize> = (0..split.len).collect();
-            for rows in all.chunks(per) {
-                let xs = split.features
-                    [rows[0] * split.dim..(rows[rows.len() - 1] + 1) * split.dim]
-                    .to_vec();
-                let ys: Vec<u32> = rows.iter().map(|&i| u32::from(split.labels[i])).collect();
+            for (xs, ys) in split
+                .features
+                .chunks((per * split.dim).max(1))
+                .zip(split.labels.chunks(per))
+            {
+                let ys: Vec<u32> = ys.iter().map(|&y| u32::from(y)).collect();
+                let n = ys.len();
                 parts.push((
-                    Tensor::from_vec(xs, (rows.len(), split.dim), &Device::Cpu)?,
-                    Tensor::from_vec(ys, rows.len(), &Device::Cpu)?,
+                    Tensor::from_vec(xs.to_vec(), (n, split.dim), &Device::Cpu)?,
+                    Tensor::from_vec(ys, n, &Device::Cpu)?,
                 ));
             }
         }

@@ -51,3 +51,26 @@ seed = $3
 target_accuracy = 0.85
 EOT
 }
+
+# build_image: builds murmur (release) and the FROM-scratch image $MURMUR_IMAGE from it: the
+# binary and the shared libraries ldd lists for it, loader included, at their usual paths.
+build_image() {
+  say "building murmur (release)"
+  (cd "$ROOT" && cargo build --release --locked -q)
+  local target_dir="${CARGO_TARGET_DIR:-$ROOT/target}"
+  local bin="$target_dir/release/murmur"
+  [ -x "$bin" ] || { echo "no binary at $bin" >&2; exit 1; }
+  say "staging the image: the binary and the libraries ldd lists"
+  rm -rf "$BUILD_DIR"
+  mkdir -p "$BUILD_DIR/rootfs"
+  cp "$bin" "$BUILD_DIR/rootfs/murmur"
+  local lib
+  for lib in $(ldd "$bin" | grep -o '/[^ ]*'); do
+    mkdir -p "$BUILD_DIR/rootfs$(dirname "$lib")"
+    cp -L "$lib" "$BUILD_DIR/rootfs$lib"
+  done
+  mkdir -p "$BUILD_DIR/rootfs/data" "$BUILD_DIR/rootfs/config" "$BUILD_DIR/rootfs/tmp"
+  cp "$TESTNET_DIR/Dockerfile" "$BUILD_DIR/Dockerfile"
+  say "docker build $MURMUR_IMAGE"
+  DOCKER_BUILDKIT=0 docker build -q -t "$MURMUR_IMAGE" "$BUILD_DIR" >/dev/null
+}

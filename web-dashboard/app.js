@@ -120,10 +120,14 @@ function drawPeers() {
       bytes(p.bytes_received), bytes(p.bytes_sent), p.merges,
       share(p.train_share), share(p.comm_share),
       perMerge(p) == null ? "–" : bytes(perMerge(p)),
+      p.is_self ? "–" : (p.connection ?? "not connected"),
     ];
     const keys = ["peer_id", "version", "accuracy", "loss", "samples", "last_seen_secs",
-      "bytes_received", "bytes_sent", "merges", "train_share", "comm_share", "bytes_per_merge"];
-    tr.innerHTML = cells.map((c, i) => `<td data-col="${keys[i]}"${i ? ' class="num"' : ""}>${c}</td>`).join("");
+      "bytes_received", "bytes_sent", "merges", "train_share", "comm_share", "bytes_per_merge",
+      "connection"];
+    const text = new Set(["peer_id", "connection"]);
+    tr.innerHTML = cells.map((c, i) =>
+      `<td data-col="${keys[i]}"${text.has(keys[i]) ? "" : ' class="num"'}>${c}</td>`).join("");
     return tr;
   }));
   for (const th of $("peers").querySelectorAll("th")) {
@@ -156,6 +160,11 @@ function drawCpu() {
   card("sum-train", c?.train_share, c?.train_share_recent);
   card("sum-comm", c?.comm_share, c?.comm_share_recent);
   $("sum-bpm").textContent = c?.bytes_per_merge == null ? "–" : bytes(c.bytes_per_merge);
+  const reach = state.status?.reach;
+  $("sum-reach").textContent = reach ? reach.reachability : "–";
+  $("sum-relays").textContent = !reach ? "" : reach.reservations.length
+    ? `reserved on ${reach.reservations.map(shortId).join(", ")}`
+    : reach.relay_serving ? "serving as a relay" : "no relay reservation";
 }
 
 function drawAveragings() {

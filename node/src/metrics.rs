@@ -181,6 +181,24 @@ pub struct CounterSnapshot {
     /// Network events dropped because the node task's queue was full.
     #[serde(default)]
     pub events_dropped: u64,
+    /// Hole punches (DCUtR) that ended, and those that made a direct connection.
+    #[serde(default)]
+    pub punch_attempts: u64,
+    #[serde(default)]
+    pub punch_successes: u64,
+    /// Reservations and circuits this node's relay accepted, and those it refused.
+    #[serde(default)]
+    pub relay_reservations_served: u64,
+    #[serde(default)]
+    pub relay_circuits_served: u64,
+    #[serde(default)]
+    pub relay_refused: u64,
+    /// Model bytes (manifests and chunks) received over relayed connections, and over
+    /// direct ones (hole-punched included).
+    #[serde(default)]
+    pub fetched_relayed_bytes: u64,
+    #[serde(default)]
+    pub fetched_direct_bytes: u64,
 }
 
 impl Counters {
@@ -275,6 +293,13 @@ impl Counters {
             busy_received: r(&traffic.busy_received),
             connections_failed: r(&traffic.connections_failed),
             events_dropped: r(&traffic.events_dropped),
+            punch_attempts: r(&traffic.punch_attempts),
+            punch_successes: r(&traffic.punch_successes),
+            relay_reservations_served: r(&traffic.relay_reservations_served),
+            relay_circuits_served: r(&traffic.relay_circuits_served),
+            relay_refused: r(&traffic.relay_refused),
+            fetched_relayed_bytes: r(&traffic.fetched_relayed),
+            fetched_direct_bytes: r(&traffic.fetched_direct),
         }
     }
 }

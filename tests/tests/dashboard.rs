@@ -34,11 +34,13 @@ return {
     train: r.querySelector('td[data-col="train_share"]')?.textContent,
     comm: r.querySelector('td[data-col="comm_share"]')?.textContent,
     per_merge: r.querySelector('td[data-col="bytes_per_merge"]')?.textContent,
+    link: r.querySelector('td[data-col="connection"]')?.textContent,
   })),
   own_train: document.getElementById("sum-train").textContent,
   own_comm: document.getElementById("sum-comm").textContent,
   own_train_recent: document.getElementById("sum-train-recent").textContent,
   own_per_merge: document.getElementById("sum-bpm").textContent,
+  reach: document.getElementById("sum-reach").textContent,
 };
 "##;
 
@@ -143,6 +145,15 @@ async fn dashboard() {
             && percent(&v["own_comm"]).is_some_and(|p| p > 0.0)
             // Known once this node has merged: bytes, printed with a unit.
             && v["own_per_merge"].as_str().is_some_and(|s| s.ends_with('B'))
+            // Loopback addresses are never confirmed: reachability stays unknown.
+            && v["reach"] == "unknown"
+            // Every other peer is shown as connected directly or not connected (no relay
+            // on loopback); this node's own row has no link.
+            && v["shares"].as_array().is_some_and(|rows| {
+                rows.iter().all(|r| {
+                    ["direct", "not connected", "–"].contains(&r["link"].as_str().unwrap_or(""))
+                }) && rows.iter().filter(|r| r["link"] == "direct").count() >= 1
+            })
         {
             break v;
         }

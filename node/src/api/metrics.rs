@@ -5,7 +5,7 @@ use crate::status::NodeStatus;
 use prometheus_client::encoding::text::encode as encode_text;
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
 
@@ -16,7 +16,7 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 pub fn encode(s: &NodeStatus) -> Result<String, std::fmt::Error> {
     let c = &s.counters;
     let mut r = Registry::with_prefix("murmur");
-    let counters: [(&str, &str, u64); 20] = [
+    let counters: [(&str, &str, u64); 27] = [
         (
             "rounds",
             "Training rounds completed, each announcing a model",
@@ -109,6 +109,41 @@ pub fn encode(s: &NodeStatus) -> Result<String, std::fmt::Error> {
             "Training samples folded into the model",
             s.samples,
         ),
+        (
+            "punch_attempts",
+            "Hole punches (DCUtR) that ended, successful or not",
+            c.punch_attempts,
+        ),
+        (
+            "punch_successes",
+            "Hole punches that made a direct connection",
+            c.punch_successes,
+        ),
+        (
+            "relay_reservations_served",
+            "Reservations this node's relay accepted (renewals not counted)",
+            c.relay_reservations_served,
+        ),
+        (
+            "relay_circuits_served",
+            "Circuits this node's relay accepted",
+            c.relay_circuits_served,
+        ),
+        (
+            "relay_refused",
+            "Reservations and circuits this node's relay refused (over a cap or a rate limit)",
+            c.relay_refused,
+        ),
+        (
+            "fetched_relayed_bytes",
+            "Model bytes received over relayed connections",
+            c.fetched_relayed_bytes,
+        ),
+        (
+            "fetched_direct_bytes",
+            "Model bytes received over direct connections (hole-punched included)",
+            c.fetched_direct_bytes,
+        ),
     ];
     for (name, help, value) in counters {
         r.register(name, help, ConstCounter::new(value));
@@ -131,7 +166,45 @@ pub fn encode(s: &NodeStatus) -> Result<String, std::fmt::Error> {
          network, serving, fetching, verifying, hashing, HTTP API), eval (test-split evaluation)",
         cpu,
     );
-    let gauges: [(&str, &str, f64); 10] = [
+    let reach = Family::<Vec<(String, String)>, Gauge<f64, AtomicU64>>::default();
+    for state in ["unknown", "public", "private"] {
+        let on = s.reach.reachability.as_str() == state;
+        reach
+            .get_or_create(&vec![("state".to_string(), state.to_string())])
+            .set(if on { 1.0 } else { 0.0 });
+    }
+    r.register(
+        "reachability",
+        "1 for this node's reachability (AutoNAT): public, private or unknown; 0 for the others",
+        reach,
+    );
+    let kinds = Family::<Vec<(String, String)>, Gauge<f64, AtomicU64>>::default();
+    for kind in [
+        crate::network::reach::ConnectionKind::Direct,
+        crate::network::reach::ConnectionKind::Punched,
+        crate::network::reach::ConnectionKind::Relayed,
+    ] {
+        let n = s.reach.connections.values().filter(|k| **k == kind).count();
+        kinds
+            .get_or_create(&vec![("kind".to_string(), kind.as_str().to_string())])
+            .set(n as f64);
+    }
+    r.register(
+        "peers_by_connection",
+        "Connected peers by how they are connected: direct, punched (DCUtR) or relayed",
+        kinds,
+    );
+    let gauges: [(&str, &str, f64); 12] = [
+        (
+            "relay_reservations",
+            "Relays holding a reservation for this node",
+            s.reach.reservations.len() as f64,
+        ),
+        (
+            "relay_serving",
+            "1 when this node serves as a relay, else 0",
+            if s.reach.relay_serving { 1.0 } else { 0.0 },
+        ),
         (
             "model_version",
             "Version of the latest announced model",

@@ -28,6 +28,10 @@ pub struct NetworkPeer {
     pub comm_share: f32,
     /// `bytes_received / merges`; `null` before its first merge.
     pub bytes_per_merge: Option<f64>,
+    /// How the answering node is connected to this peer: `direct`, `punched` (hole punched)
+    /// or `relayed`; `null` when not connected (and for the node itself).
+    #[serde(default)]
+    pub connection: Option<crate::network::reach::ConnectionKind>,
 }
 
 /// The body of `GET /api/network`.
@@ -60,6 +64,7 @@ impl From<&NodeStatus> for NetworkView {
             train_share: s.counters.train_share,
             comm_share: s.counters.comm_share,
             bytes_per_merge: s.counters.bytes_per_merge,
+            connection: None,
         };
         let others = s.peers.iter().map(|p| NetworkPeer {
             peer_id: p.peer_id.clone(),
@@ -76,6 +81,7 @@ impl From<&NodeStatus> for NetworkView {
             train_share: p.train_share,
             comm_share: p.comm_share,
             bytes_per_merge: crate::metrics::bytes_per_merge(p.bytes_received, p.merges),
+            connection: s.reach.connections.get(&p.peer_id).copied(),
         });
         Self {
             peer_id: s.peer_id.clone(),

@@ -21,13 +21,37 @@ pub struct NetworkConfig {
     /// when listed. Omitted: TCP on every interface, `/ip4/0.0.0.0/tcp/0`.
     #[serde(with = "text::list")]
     pub listen: Vec<Multiaddr>,
-    /// Multiaddrs of peers to dial at start (and again while not connected to them). Each
-    /// must not be empty nor name a host: an address with a `/dns`, `/dns4`, `/dns6` or
-    /// `/dnsaddr` part is refused (murmur resolves no host names), so write `/ip4/...` or
-    /// `/ip6/...`. A trailing `/p2p/<peer id>` is optional: without it the peer's id is learned
-    /// when the connection is made. Omitted: none (rely on mDNS, or on others dialling us).
+    /// Multiaddrs of peers to dial at start (and again while not connected to them): `/ip4`,
+    /// `/ip6`, or a host name as `/dns`, `/dns4` or `/dns6` (resolved by the system's
+    /// resolver when dialled; `/dnsaddr` is refused). A trailing `/p2p/<peer id>` is
+    /// optional: without it the peer's id is learned when the connection is made. Omitted:
+    /// none (rely on mDNS, or on others dialling us).
     #[serde(with = "text::list")]
     pub bootstrap: Vec<Multiaddr>,
+    /// Relays to reserve a slot on while this peer is not known to be reachable (addresses
+    /// as in `bootstrap`, each ending in `/p2p/<relay's peer id>`). It also reserves on
+    /// connected peers that serve as relays (public peers, by default), up to two
+    /// reservations in all. Omitted: `[]`.
+    #[serde(with = "text::list")]
+    pub relays: Vec<Multiaddr>,
+    /// Addresses this peer is reachable at from outside (a public host's `/ip4/<public
+    /// ip>/tcp/<port>`), taken as confirmed without asking AutoNAT. Omitted: `[]`.
+    #[serde(with = "text::list")]
+    pub external_addrs: Vec<Multiaddr>,
+    /// Serve as a circuit relay for unreachable peers: `auto` once another peer confirms
+    /// one of our addresses reachable (or `external_addrs` names one), `on` always, `off`
+    /// never. Omitted: `auto`.
+    #[serde(with = "text")]
+    pub relay_server: crate::network::relay::RelayServer,
+    /// The relay's caps: reservations in all and per peer, circuits in all and per peer
+    /// (as either end), and megabytes and seconds one circuit may carry and last.
+    /// Omitted: 64, 2, 64, 16, 256, 1800.
+    pub relay_max_reservations: u32,
+    pub relay_max_reservations_per_peer: u32,
+    pub relay_max_circuits: u32,
+    pub relay_max_circuits_per_peer: u32,
+    pub relay_max_circuit_mb: u32,
+    pub relay_max_circuit_secs: u32,
     /// Discover peers on the local network with mDNS. Omitted: on.
     pub mdns: bool,
     /// Run a Kademlia DHT (server mode, periodic random walk) to discover peers beyond the
@@ -66,9 +90,19 @@ pub struct NetworkConfig {
 impl Default for NetworkConfig {
     fn default() -> Self {
         let any = Multiaddr::empty().with(Protocol::Ip4(Ipv4Addr::UNSPECIFIED));
+        let relay = crate::network::relay::RelayLimits::default();
         Self {
             listen: vec![any.with(Protocol::Tcp(0))],
             bootstrap: Vec::new(),
+            relays: Vec::new(),
+            external_addrs: Vec::new(),
+            relay_server: Default::default(),
+            relay_max_reservations: relay.max_reservations as u32,
+            relay_max_reservations_per_peer: relay.max_reservations_per_peer as u32,
+            relay_max_circuits: relay.max_circuits as u32,
+            relay_max_circuits_per_peer: relay.max_circuits_per_peer as u32,
+            relay_max_circuit_mb: (relay.max_circuit_bytes >> 20) as u32,
+            relay_max_circuit_secs: relay.max_circuit_duration.as_secs() as u32,
             mdns: true,
             kademlia: true,
             max_connections: 64,
@@ -90,6 +124,18 @@ impl NetworkConfig {
         Duration::from_secs(self.idle_timeout_secs)
     }
 
+    /// The relay caps these keys describe.
+    pub fn relay_limits(&self) -> crate::network::relay::RelayLimits {
+        crate::network::relay::RelayLimits {
+            max_reservations: self.relay_max_reservations as usize,
+            max_reservations_per_peer: self.relay_max_reservations_per_peer as usize,
+            max_circuits: self.relay_max_circuits as usize,
+            max_circuits_per_peer: self.relay_max_circuits_per_peer as usize,
+            max_circuit_bytes: u64::from(self.relay_max_circuit_mb) << 20,
+            max_circuit_duration: Duration::from_secs(u64::from(self.relay_max_circuit_secs)),
+        }
+    }
+
     /// The serving limits these keys describe.
     pub fn serving(&self) -> crate::network::ServeLimits {
         use crate::network::limits::rate_limit;
@@ -105,31 +151,68 @@ impl NetworkConfig {
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
         for (key, list, dialled) in [
             ("listen", &self.listen, false),
+            ("external_addrs", &self.external_addrs, false),
             ("bootstrap", &self.bootstrap, true),
+            ("relays", &self.relays, true),
         ] {
             for (i, addr) in list.iter().enumerate() {
                 let key = format!("network.{key}[{i}]");
                 if addr.is_empty() {
                     return Err(ConfigError::invalid(key, quoted(addr), "must not be empty"));
                 }
-                if dialled
-                    && addr.iter().any(|p| {
-                        matches!(
-                            p,
-                            Protocol::Dns(_)
-                                | Protocol::Dns4(_)
-                                | Protocol::Dns6(_)
-                                | Protocol::Dnsaddr(_)
-                        )
-                    })
-                {
+                let named = addr
+                    .iter()
+                    .any(|p| matches!(p, Protocol::Dns(_) | Protocol::Dns4(_) | Protocol::Dns6(_)));
+                if addr.iter().any(|p| matches!(p, Protocol::Dnsaddr(_))) || (!dialled && named) {
                     return Err(ConfigError::invalid(
                         key,
                         quoted(addr),
-                        "must use an IP address (/ip4/... or /ip6/...): murmur does not resolve host names",
+                        if dialled {
+                            "must use /ip4, /ip6, /dns, /dns4 or /dns6 (/dnsaddr is not supported)"
+                        } else {
+                            "must use an IP address (/ip4/... or /ip6/...)"
+                        },
                     ));
                 }
             }
+        }
+        for (i, addr) in self.relays.iter().enumerate() {
+            if !matches!(addr.iter().last(), Some(Protocol::P2p(_))) {
+                return Err(ConfigError::invalid(
+                    format!("network.relays[{i}]"),
+                    quoted(addr),
+                    "must end in /p2p/<the relay's peer id> (a reservation names its relay)",
+                ));
+            }
+            if addr.iter().any(|p| p == Protocol::P2pCircuit) {
+                return Err(ConfigError::invalid(
+                    format!("network.relays[{i}]"),
+                    quoted(addr),
+                    "must be the relay's own address, not a /p2p-circuit one",
+                ));
+            }
+        }
+        for (key, value) in [
+            (
+                "network.relay_max_reservations",
+                self.relay_max_reservations,
+            ),
+            (
+                "network.relay_max_reservations_per_peer",
+                self.relay_max_reservations_per_peer,
+            ),
+            ("network.relay_max_circuits", self.relay_max_circuits),
+            (
+                "network.relay_max_circuits_per_peer",
+                self.relay_max_circuits_per_peer,
+            ),
+            ("network.relay_max_circuit_mb", self.relay_max_circuit_mb),
+            (
+                "network.relay_max_circuit_secs",
+                self.relay_max_circuit_secs,
+            ),
+        ] {
+            at_least(key, value, 1)?;
         }
         at_least("network.max_connections", self.max_connections, 1)?;
         at_least(
@@ -152,7 +235,11 @@ impl NetworkConfig {
         if !self.psk.is_empty() {
             crate::network::access::parse_psk(&self.psk)
                 .map_err(|e| ConfigError::invalid("network.psk", "(hidden)", e.to_string()))?;
-            for (key, list) in [("listen", &self.listen), ("bootstrap", &self.bootstrap)] {
+            for (key, list) in [
+                ("listen", &self.listen),
+                ("bootstrap", &self.bootstrap),
+                ("relays", &self.relays),
+            ] {
                 if let Some((i, addr)) = list.iter().enumerate().find(|(_, a)| {
                     a.iter()
                         .any(|p| matches!(p, Protocol::QuicV1 | Protocol::Quic))
@@ -235,11 +322,62 @@ mod tests {
             cfg.network.bootstrap[1].to_string(),
             "/ip4/192.0.2.8/tcp/4001"
         );
-        let message = error("[network]\nbootstrap = [\"/dns4/peer0/tcp/4001\"]\n");
+        // Host names are resolved when dialled; /dnsaddr is not supported.
+        let cfg = parse("[network]\nbootstrap = [\"/dns4/peer0/tcp/4001\"]\n").unwrap();
+        assert_eq!(cfg.network.bootstrap[0].to_string(), "/dns4/peer0/tcp/4001");
+        let message = error("[network]\nbootstrap = [\"/dnsaddr/example.org\"]\n");
         assert!(
             message.starts_with(
-                "peer.toml: network.bootstrap[0] = \"/dns4/peer0/tcp/4001\": must use an IP address"
+                "peer.toml: network.bootstrap[0] = \"/dnsaddr/example.org\": must use /ip4, /ip6, /dns"
             ),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn config_relay_keys_are_checked() {
+        let relay = format!("/dns4/relay.example.org/tcp/4001/p2p/{PEER_ID}");
+        let cfg = parse(&format!(
+            "[network]\nrelays = [\"{relay}\"]\nexternal_addrs = [\"/ip4/198.51.100.7/tcp/4001\"]\n\
+             relay_server = \"on\"\nrelay_max_circuit_mb = 3\n"
+        ))
+        .unwrap();
+        assert_eq!(cfg.network.relays[0].to_string(), relay);
+        assert_eq!(
+            cfg.network.relay_server,
+            crate::network::relay::RelayServer::On
+        );
+        assert_eq!(cfg.network.relay_limits().max_circuit_bytes, 3 << 20);
+        // A relay address must name its relay.
+        let message = error("[network]\nrelays = [\"/ip4/192.0.2.7/tcp/4001\"]\n");
+        assert!(
+            message.contains("network.relays[0]") && message.contains("must end in /p2p/"),
+            "{message}"
+        );
+        let message = error(&format!(
+            "[network]\nrelays = [\"/ip4/192.0.2.7/tcp/4001/p2p/{PEER_ID}/p2p-circuit/p2p/{PEER_ID}\"]\n"
+        ));
+        assert!(message.contains("not a /p2p-circuit"), "{message}");
+        // An external address is what others dial: an IP address.
+        let message = error("[network]\nexternal_addrs = [\"/dns4/me.example.org/tcp/1\"]\n");
+        assert!(
+            message.contains("network.external_addrs[0]") && message.contains("IP address"),
+            "{message}"
+        );
+        let message = error("[network]\nrelay_server = \"maybe\"\n");
+        assert!(
+            message.contains("network.relay_server") && message.contains("auto, on or off"),
+            "{message}"
+        );
+        let message = error("[network]\nrelay_max_circuits = 0\n");
+        assert!(message.contains("network.relay_max_circuits"), "{message}");
+        // With a pre-shared key, a QUIC relay address is refused like any other.
+        let key = "ab".repeat(32);
+        let message = error(&format!(
+            "[network]\npsk = \"{key}\"\nrelays = [\"/ip4/192.0.2.7/udp/4001/quic-v1/p2p/{PEER_ID}\"]\n"
+        ));
+        assert!(
+            message.contains("network.relays[0]") && message.contains("pnet"),
             "{message}"
         );
     }

@@ -31,9 +31,26 @@ data_dir = {data_dir}
 [network]
 # Multiaddrs to listen on; port 0 = any free port.
 listen = {listen}
-# Peers to dial at start (and again while not connected): IP addresses, best ending in
-# /p2p/<peer id>, e.g. "/ip4/192.0.2.7/tcp/4001/p2p/12D3KooW...".
+# Peers to dial at start (and again while not connected): /ip4, /ip6 or a host name
+# (/dns, /dns4, /dns6), best ending in /p2p/<peer id>, e.g.
+# "/dns4/boot.example.org/tcp/4001/p2p/12D3KooW...".
 bootstrap = {bootstrap}
+# Relays to reserve a slot on while this peer is not known to be reachable, each ending in
+# /p2p/<relay's peer id>. Until found reachable a peer also reserves on connected peers that
+# serve as relays (two reservations in all), so a bootstrap address is usually enough.
+relays = {relays}
+# Addresses this peer is reachable at from outside (a public host), taken as confirmed.
+external_addrs = {external_addrs}
+# Serve as a circuit relay for peers behind NATs: auto (once reachable), on or off.
+relay_server = {relay_server}
+# The relay's caps: reservations (all, per peer), circuits (all, per peer as either end),
+# megabytes and seconds per circuit.
+relay_max_reservations = {relay_max_reservations}
+relay_max_reservations_per_peer = {relay_max_reservations_per_peer}
+relay_max_circuits = {relay_max_circuits}
+relay_max_circuits_per_peer = {relay_max_circuits_per_peer}
+relay_max_circuit_mb = {relay_max_circuit_mb}
+relay_max_circuit_secs = {relay_max_circuit_secs}
 # Discover peers on the local network (mDNS).
 mdns = {mdns}
 # Kademlia DHT for peer discovery (server mode, periodic random walk).
@@ -169,6 +186,15 @@ listen = {dashboard_listen}
         data_dir = string(cfg.data_dir.display()),
         listen = strings(&net.listen),
         bootstrap = strings(&net.bootstrap),
+        relays = strings(&net.relays),
+        external_addrs = strings(&net.external_addrs),
+        relay_server = string(net.relay_server),
+        relay_max_reservations = net.relay_max_reservations,
+        relay_max_reservations_per_peer = net.relay_max_reservations_per_peer,
+        relay_max_circuits = net.relay_max_circuits,
+        relay_max_circuits_per_peer = net.relay_max_circuits_per_peer,
+        relay_max_circuit_mb = net.relay_max_circuit_mb,
+        relay_max_circuit_secs = net.relay_max_circuit_secs,
         mdns = net.mdns,
         kademlia = net.kademlia,
         max_connections = net.max_connections,
@@ -294,6 +320,19 @@ mod tests {
                 .parse()
                 .unwrap(),
         ];
+        cfg.network.relays = vec![
+            "/dns4/relay.example.org/tcp/4001/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN"
+                .parse()
+                .unwrap(),
+        ];
+        cfg.network.external_addrs = vec!["/ip4/198.51.100.7/tcp/4001".parse().unwrap()];
+        cfg.network.relay_server = crate::network::relay::RelayServer::Off;
+        cfg.network.relay_max_reservations = 3;
+        cfg.network.relay_max_reservations_per_peer = 4;
+        cfg.network.relay_max_circuits = 5;
+        cfg.network.relay_max_circuits_per_peer = 6;
+        cfg.network.relay_max_circuit_mb = 7;
+        cfg.network.relay_max_circuit_secs = 8;
         cfg.network.mdns = false;
         cfg.network.kademlia = false;
         cfg.network.max_connections = 7;
@@ -350,7 +389,7 @@ mod tests {
     #[test]
     fn config_every_template_key_is_in_the_docs() {
         let keys = template_keys();
-        assert_eq!(keys.len(), 56, "{keys:?}");
+        assert_eq!(keys.len(), 65, "{keys:?}");
         for key in keys {
             assert!(
                 DOCS.contains(&format!("| `{key}` |")),

@@ -38,7 +38,8 @@ via_from_str!(
     super::Weighting,
     super::Staleness,
     super::Aggregation,
-    murmur_protocol::Encoding
+    murmur_protocol::Encoding,
+    crate::network::relay::RelayServer
 );
 
 impl ConfigText for libp2p::Multiaddr {

@@ -1,16 +1,18 @@
 //! The libp2p behaviour of a murmur node: a block list (the node's temporary blocks), the
 //! operator's deny- and allowlists, connection limits, gossipsub (with
 //! peer scoring) for announcements, request-response for manifests and chunks, identify,
-//! ping, optional mDNS, and Kademlia under the network's own protocol name. Built once by
-//! [`build`]; owned by the event loop.
+//! ping, optional mDNS, Kademlia under the network's own protocol name, and NAT traversal:
+//! the circuit relay client (reservations, relayed dials), a relay server unless
+//! `relay_server = "off"`, DCUtR hole punching and AutoNAT v2 (client and server). Built once
+//! by [`build`]; owned by the event loop.
 
 use super::NetworkConfig;
 use super::codec::{SyncCodec, Traffic};
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::{
-    StreamProtocol, allow_block_list, connection_limits, gossipsub, identify, identity, kad, mdns,
-    ping, request_response,
+    StreamProtocol, allow_block_list, autonat, connection_limits, dcutr, gossipsub, identify,
+    identity, kad, mdns, ping, relay, request_response,
 };
 use murmur_protocol::codec::WIRE_VERSION;
 use murmur_protocol::limits::MAX_ANNOUNCE_BYTES;
@@ -21,6 +23,9 @@ use std::time::Duration;
 /// [`score_thresholds`]: 2 charges stop gossip (IHAVE/IWANT) with the peer, 3 stop
 /// publishing to it, 5 (the default error budget) graylist it: its messages are ignored.
 pub const PENALTY_PER_CHARGE: f64 = 10.0;
+
+/// How often AutoNAT v2 tests one of our candidate addresses.
+pub const AUTONAT_PROBE_EVERY: Duration = Duration::from_secs(2);
 
 /// Streams per connection, in and out together. request-response refuses outbound requests
 /// over this at once, so the fetcher keeps its per-peer in-flight limit well below it.
@@ -41,6 +46,16 @@ pub struct Behaviour {
     pub ping: ping::Behaviour,
     pub mdns: Toggle<mdns::tokio::Behaviour>,
     pub kad: Toggle<kad::Behaviour<kad::store::MemoryStore>>,
+    /// Reserves slots on relays and dials through them (every node).
+    pub relay_client: relay::client::Behaviour,
+    /// Serves as a relay (see [`super::relay::RelayServer`]); off: absent.
+    pub relay: Toggle<relay::Behaviour>,
+    /// Upgrades a relayed connection to a direct one by hole punching.
+    pub dcutr: dcutr::Behaviour,
+    /// Asks peers to dial our candidate addresses back (AutoNAT v2).
+    pub autonat: autonat::v2::client::Behaviour,
+    /// Dials other peers' candidate addresses back for them.
+    pub autonat_server: autonat::v2::server::Behaviour,
 }
 
 /// The gossip topic of a network.
@@ -84,6 +99,7 @@ pub fn build(
     key: &identity::Keypair,
     cfg: &NetworkConfig,
     traffic: Arc<Traffic>,
+    relay_client: relay::client::Behaviour,
 ) -> Result<Behaviour, String> {
     let peer_id = key.public().to_peer_id();
     let gossip_config = gossipsub::ConfigBuilder::default()
@@ -119,10 +135,11 @@ pub fn build(
             .with_request_timeout(cfg.request_timeout)
             .with_max_concurrent_streams(MAX_STREAMS_PER_CONNECTION),
     );
-    let identify = identify::Behaviour::new(identify::Config::new(
-        format!("/murmur/{}/id/1", cfg.network_id),
-        key.public(),
-    ));
+    // Pushing listen address changes spreads a new circuit address (a reservation) at once.
+    let identify = identify::Behaviour::new(
+        identify::Config::new(format!("/murmur/{}/id/1", cfg.network_id), key.public())
+            .with_push_listen_addr_updates(true),
+    );
     let mdns = if cfg.mdns {
         Some(
             mdns::tokio::Behaviour::new(mdns::Config::default(), peer_id)
@@ -139,7 +156,9 @@ pub fn build(
             kad::store::MemoryStore::new(peer_id),
             kad::Config::new(protocol),
         );
-        // A LAN or testnet never confirms an external address: serve the DHT regardless.
+        // A server until AutoNAT finds this node unreachable (the event loop then makes it a
+        // client): a LAN or a loopback testnet confirms no external address, and must still
+        // serve the DHT.
         kad.set_mode(Some(kad::Mode::Server));
         Some(kad)
     } else {
@@ -179,7 +198,37 @@ pub fn build(
         ),
         mdns: mdns.into(),
         kad: kad.into(),
+        relay_client,
+        relay: relay_server(peer_id, cfg).into(),
+        dcutr: dcutr::Behaviour::new(peer_id),
+        // Probes every 2 s instead of 5: a peer behind a NAT learns it is private sooner
+        // (each failed test waits out a dial-back timeout).
+        autonat: autonat::v2::client::Behaviour::new(
+            rand_autonat::make_rng::<rand_autonat::rngs::StdRng>(),
+            autonat::v2::client::Config::default().with_probe_interval(AUTONAT_PROBE_EVERY),
+        ),
+        autonat_server: autonat::v2::server::Behaviour::default(),
     })
+}
+
+/// The relay server `cfg` asks for, if any: `on` serves at once, `auto` starts disabled
+/// (refusing reservations) until the event loop enables it.
+fn relay_server(peer_id: libp2p::PeerId, cfg: &NetworkConfig) -> Option<relay::Behaviour> {
+    use super::relay::RelayServer;
+    let mut server = match cfg.relay_server {
+        RelayServer::Off => return None,
+        RelayServer::Auto | RelayServer::On => {
+            relay::Behaviour::new(peer_id, cfg.relay_limits.server_config())
+        }
+    };
+    // Fixed from the start; with `auto` the event loop enables it when AutoNAT (or the
+    // config) finds this node publicly reachable.
+    server.set_status(Some(if cfg.relay_server == RelayServer::On {
+        relay::Status::Enable
+    } else {
+        relay::Status::Disable
+    }));
+    Some(server)
 }
 
 #[cfg(test)]

@@ -33,6 +33,17 @@ pub struct Traffic {
     /// Network events dropped because the node task's queue was full (the node task was
     /// behind; the news they carried was stale by then).
     pub events_dropped: AtomicU64,
+    /// Hole punches (DCUtR) that ended, and those that made a direct connection.
+    pub punch_attempts: AtomicU64,
+    pub punch_successes: AtomicU64,
+    /// Reservations and circuits this node's relay accepted, and those it refused (over a
+    /// cap or a rate limit).
+    pub relay_reservations_served: AtomicU64,
+    pub relay_circuits_served: AtomicU64,
+    pub relay_refused: AtomicU64,
+    /// Payload bytes of answers received over relayed connections, and over direct ones.
+    pub fetched_relayed: AtomicU64,
+    pub fetched_direct: AtomicU64,
 }
 
 /// Bytes reserved for a frame's body before any arrives (it grows as they do).

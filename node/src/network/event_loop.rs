@@ -1,7 +1,10 @@
 //! The task that owns the `Swarm`. It `select!`s over swarm events, client commands and its
 //! timers (Kademlia random walk, bootstrap redial); answers sync requests from
 //! the chunk store at once; validates gossip; blocks, unblocks and penalizes peers as told (the averaging core decides); and settles
-//! every pending request on success, failure, timeout or shutdown.
+//! every pending request on success, failure, timeout or shutdown. NAT traversal (AutoNAT,
+//! relay reservations, hole punching) is carried out in [`nat`].
+
+mod nat;
 
 use super::behaviour::{self, Behaviour, BehaviourEvent};
 use super::limits::{Decision, MAX_SERVED_CHUNK_DATA, ServeState};
@@ -41,6 +44,9 @@ const MAX_UNANSWERED: usize = 1024;
 /// How often the serving state forgets idle peers.
 const FORGET_IDLE_EVERY: Duration = Duration::from_secs(5);
 
+/// How often relay reservations are reconsidered (a back-off may have run out).
+const RESERVE_EVERY: Duration = Duration::from_secs(2);
+
 /// The swarm's owner. Spawn [`EventLoop::run`].
 pub struct EventLoop {
     swarm: Swarm<Behaviour>,
@@ -61,6 +67,8 @@ pub struct EventLoop {
     /// Responses handed to a connection and not yet written: their peer and size.
     answering: HashMap<InboundRequestId, (PeerId, u64)>,
     traffic: Arc<Traffic>,
+    /// Reachability, reservations and connection kinds.
+    nat: nat::Traversal,
 }
 
 impl std::fmt::Debug for EventLoop {
@@ -81,15 +89,17 @@ impl EventLoop {
         events: mpsc::Sender<Event>,
     ) -> anyhow::Result<Self> {
         let behaviour_cfg = cfg.clone();
-        let build_behaviour = |key: &identity::Keypair| {
-            behaviour::build(key, &behaviour_cfg, traffic.clone())
+        let build_behaviour = |key: &identity::Keypair, relay_client| {
+            behaviour::build(key, &behaviour_cfg, traffic.clone(), relay_client)
                 .map_err(Box::<dyn std::error::Error + Send + Sync>::from)
         };
         let idle = cfg.idle_timeout;
         let mut swarm = match cfg.psk {
             // A private network: TCP only, each connection wrapped in pnet (XSalsa20 under
             // the key) before noise; without the key the multistream negotiation that follows
-            // is noise and the connection fails. pnet cannot wrap QUIC.
+            // is noise and the connection fails. pnet cannot wrap QUIC. A relay circuit runs
+            // inside the pnet connections of both ends to the relay (so only holders of the
+            // key reach one), with noise end to end inside it.
             Some(psk) => libp2p::SwarmBuilder::with_existing_identity(key)
                 .with_tokio()
                 .with_other_transport(|key| {
@@ -101,6 +111,9 @@ impl EventLoop {
                             .multiplex(yamux::Config::default()),
                     )
                 })?
+                .with_dns()
+                .map_err(|e| anyhow::anyhow!("reading the system's DNS configuration: {e}"))?
+                .with_relay_client(noise::Config::new, yamux::Config::default)?
                 .with_behaviour(build_behaviour)?
                 .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
                 .build(),
@@ -112,6 +125,9 @@ impl EventLoop {
                     yamux::Config::default,
                 )?
                 .with_quic()
+                .with_dns()
+                .map_err(|e| anyhow::anyhow!("reading the system's DNS configuration: {e}"))?
+                .with_relay_client(noise::Config::new, yamux::Config::default)?
                 .with_behaviour(build_behaviour)?
                 .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
                 .build(),
@@ -125,7 +141,12 @@ impl EventLoop {
                 .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
         }
         let topic = behaviour::announce_topic(&cfg.network_id);
+        let nat = nat::Traversal::new(
+            &cfg.relays,
+            cfg.relay_server == super::relay::RelayServer::On,
+        );
         Ok(Self {
+            nat,
             swarm,
             store,
             commands,
@@ -144,7 +165,10 @@ impl EventLoop {
 
     /// Runs until every [`super::Client`] is dropped.
     pub async fn run(mut self) {
+        self.start_traversal();
         self.bootstrap();
+        let mut reserve = tokio::time::interval(RESERVE_EVERY);
+        reserve.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut walk = tokio::time::interval(RANDOM_WALK_EVERY);
         let mut redial = tokio::time::interval(REDIAL_EVERY);
         redial.tick().await;
@@ -159,6 +183,10 @@ impl EventLoop {
                 },
                 _ = redial.tick() => self.redial(),
                 _ = forget.tick() => self.serving.forget_idle(std::time::Instant::now()),
+                _ = reserve.tick() => {
+                    self.plan_reservations();
+                    self.retry_punches();
+                }
                 _ = walk.tick() => {
                     if let Some(kad) = self.swarm.behaviour_mut().kad.as_mut() {
                         kad.get_closest_peers(PeerId::random());
@@ -250,6 +278,10 @@ impl EventLoop {
 
     fn learn_address(&mut self, peer: PeerId, addr: Multiaddr) {
         self.swarm.add_peer_address(peer, addr.clone());
+        if super::reach::is_circuit(&addr) {
+            // A relayed route: the swarm may dial it; the DHT holds direct addresses only.
+            return;
+        }
         if let Some(kad) = self.swarm.behaviour_mut().kad.as_mut() {
             kad.add_address(&peer, addr);
         }
@@ -259,6 +291,7 @@ impl EventLoop {
         match event {
             SwarmEvent::NewListenAddr { address, .. } => {
                 tracing::info!(%address, peer_id = %self.swarm.local_peer_id(), "listening");
+                self.on_new_listen_addr(&address);
                 self.emit(Event::Listening(address));
             }
             SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
@@ -272,6 +305,7 @@ impl EventLoop {
                 info,
                 ..
             })) => {
+                self.on_identified(peer_id, &info);
                 for addr in info.listen_addrs {
                     self.learn_address(peer_id, addr);
                 }
@@ -295,9 +329,22 @@ impl EventLoop {
                     }
                 }
             }
+            SwarmEvent::Behaviour(
+                event @ (BehaviourEvent::Autonat(_)
+                | BehaviourEvent::RelayClient(_)
+                | BehaviourEvent::Relay(_)
+                | BehaviourEvent::Dcutr(_)),
+            ) => self.handle_nat_event(event),
+            SwarmEvent::ExternalAddrConfirmed { address } => self.on_external_confirmed(address),
+            SwarmEvent::ExternalAddrExpired { address } => self.on_external_expired(address),
+            SwarmEvent::ListenerClosed { listener_id, .. } => self.on_listener_closed(listener_id),
             SwarmEvent::ConnectionEstablished {
-                peer_id, endpoint, ..
+                peer_id,
+                connection_id,
+                endpoint,
+                ..
             } => {
+                self.on_connection_established(peer_id, connection_id, &endpoint);
                 if let libp2p::core::ConnectedPoint::Dialer { address, .. } = &endpoint
                     && self.cfg.bootstrap.contains(address)
                 {
@@ -305,7 +352,14 @@ impl EventLoop {
                 }
                 tracing::debug!(%peer_id, "connected")
             }
-            SwarmEvent::ConnectionClosed { peer_id, cause, .. } => {
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                connection_id,
+                num_established,
+                cause,
+                ..
+            } => {
+                self.on_connection_closed(peer_id, connection_id, num_established);
                 tracing::debug!(%peer_id, ?cause, "disconnected")
             }
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
@@ -345,13 +399,16 @@ impl EventLoop {
             return;
         }
         let (acceptance, event) = match decode_announce(&message.data) {
-            Ok(announce) => (
-                MessageAcceptance::Accept,
-                Event::Announce {
-                    from: author,
-                    announce: Box::new(announce),
-                },
-            ),
+            Ok(announce) => {
+                self.route_through_relays(author);
+                (
+                    MessageAcceptance::Accept,
+                    Event::Announce {
+                        from: author,
+                        announce: Box::new(announce),
+                    },
+                )
+            }
             Err(e) => {
                 tracing::warn!(%author, %source, "rejected announcement: {e}");
                 (
@@ -449,7 +506,11 @@ impl EventLoop {
 
     fn handle_sync(&mut self, event: request_response::Event<Request, Response>) {
         match event {
-            request_response::Event::Message { peer, message, .. } => match message {
+            request_response::Event::Message {
+                peer,
+                message,
+                connection_id,
+            } => match message {
                 request_response::Message::Request {
                     request_id,
                     request,
@@ -473,6 +534,13 @@ impl EventLoop {
                     if matches!(response, Response::Busy) {
                         self.traffic.busy_received.fetch_add(1, Ordering::Relaxed);
                     }
+                    let counter = match self.nat.kind(&connection_id) {
+                        Some(super::reach::ConnectionKind::Relayed) => {
+                            &self.traffic.fetched_relayed
+                        }
+                        _ => &self.traffic.fetched_direct,
+                    };
+                    counter.fetch_add(payload_bytes(&response), Ordering::Relaxed);
                     if let Some((_, reply)) = self.pending.remove(&request_id) {
                         let _ = reply.send(Ok(response));
                     }
@@ -488,6 +556,13 @@ impl EventLoop {
                     let _ = reply.send(Err(match error {
                         request_response::OutboundFailure::Timeout => {
                             RequestError::Timeout { peer }
+                        }
+                        // The connection closed under the request (a relay cut the
+                        // circuit), or no connection could be made (a peer behind a NAT
+                        // before its relay reservation is up): nothing the peer did.
+                        request_response::OutboundFailure::ConnectionClosed
+                        | request_response::OutboundFailure::DialFailure => {
+                            RequestError::Lost { peer }
                         }
                         error => RequestError::Failed {
                             peer,
@@ -534,7 +609,11 @@ impl EventLoop {
                 self.pending.insert(id, (peer, reply));
             }
             Command::Dial { addr, reply } => {
-                let _ = reply.send(self.swarm.dial(addr).map_err(|e| e.to_string()));
+                let _ = reply.send(self.swarm.dial(addr).map_err(|e| match e {
+                    // Its `Display` leaves the cause out.
+                    libp2p::swarm::DialError::Denied { cause } => format!("dial denied: {cause}"),
+                    e => e.to_string(),
+                }));
             }
             Command::Disconnect { peer } => {
                 let _ = self.swarm.disconnect_peer_id(peer);
@@ -556,9 +635,30 @@ impl EventLoop {
                     listen_addrs: self.swarm.listeners().cloned().collect(),
                     connected: self.swarm.connected_peers().copied().collect(),
                     blocked: self.blocked.keys().copied().collect(),
+                    reachability: self.nat.reachability(),
+                    external_addrs: self.nat.external_addrs(),
+                    reservations: self.nat.reservations(),
+                    connections: self.nat.connection_kinds(),
+                    relay_serving: self.nat.relay_serving(),
+                    first_reservation_secs: self.nat.first_reservation().map(|d| d.as_secs_f64()),
                 });
             }
         }
+    }
+}
+
+/// The model bytes an answer carries (manifest and chunk data).
+fn payload_bytes(response: &Response) -> u64 {
+    match response {
+        Response::Manifest(bytes) => bytes.as_ref().map_or(0, |b| b.len() as u64),
+        Response::Chunks(replies) => replies
+            .iter()
+            .map(|r| match r {
+                ChunkReply::Data(d) => d.len() as u64,
+                _ => 0,
+            })
+            .sum(),
+        _ => 0,
     }
 }
 

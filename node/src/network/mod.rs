@@ -16,6 +16,11 @@
 //! What it serves is bounded by [`limits`]: per-peer request rate and upload share, in-flight
 //! caps, the node's upload limit and a response byte cap; a request past one is answered
 //! `Busy`. Connections are capped in total and per peer.
+//!
+//! Across NATs ([`reach`], [`relay`]): AutoNAT v2 tells the node whether it is reachable; an
+//! unreachable one reserves slots on relays and is dialled through their circuits; DCUtR
+//! turns a relayed connection into a direct one where the NATs allow it, and the relayed one
+//! is then closed. A reachable node serves as a relay within [`relay::RelayLimits`].
 
 pub mod access;
 mod behaviour;
@@ -23,6 +28,8 @@ pub mod codec;
 mod event_loop;
 pub mod limits;
 pub mod link;
+pub mod reach;
+pub mod relay;
 
 pub use behaviour::{PENALTY_PER_CHARGE, announce_topic};
 pub use codec::Traffic;
@@ -53,9 +60,19 @@ pub struct NetworkConfig {
     pub listen: Vec<Multiaddr>,
     /// Peers to dial at start, and every 10 s while not connected to them nor blocked. A
     /// trailing `/p2p/<peer id>` is optional: without it the peer's id is learned when a
-    /// connection to the address is made. `crate::config` accepts only IP addresses here (no
-    /// `/dns*`: host names are not resolved) and, with a pre-shared key, no QUIC address.
+    /// connection to the address is made. `/dns`, `/dns4` and `/dns6` names are resolved
+    /// (through the system's resolver) when dialled; with a pre-shared key, no QUIC address.
     pub bootstrap: Vec<Multiaddr>,
+    /// Relays to reserve a slot on while this node is not known to be reachable, each
+    /// ending in `/p2p/<relay's peer id>`.
+    pub relays: Vec<Multiaddr>,
+    /// Addresses this node is known to be reachable at (a public host's), taken as
+    /// confirmed external addresses without asking AutoNAT.
+    pub external_addrs: Vec<Multiaddr>,
+    /// When this node serves as a relay.
+    pub relay_server: relay::RelayServer,
+    /// What the relay it serves admits.
+    pub relay_limits: relay::RelayLimits,
     pub mdns: bool,
     pub kademlia: bool,
     pub max_connections: u32,
@@ -104,6 +121,11 @@ pub enum RequestError {
     Failed { peer: PeerId, reason: String },
     #[error("request to {peer} got no answer within the request timeout")]
     Timeout { peer: PeerId },
+    /// No connection to the peer could be made, or it closed while the request was in
+    /// flight (a relay cut the circuit, the link went down, a peer behind a NAT has no
+    /// relay reservation yet): not the peer's doing, so never charged to it.
+    #[error("request to {peer} lost: no connection, or it closed")]
+    Lost { peer: PeerId },
     #[error("the network event loop has stopped")]
     Stopped,
 }
@@ -116,6 +138,18 @@ pub struct NetStatus {
     pub connected: Vec<PeerId>,
     /// Peers blocked right now (see [`Client::block`]).
     pub blocked: Vec<PeerId>,
+    /// Whether peers can dial this node (AutoNAT).
+    pub reachability: reach::Reachability,
+    /// External addresses confirmed by AutoNAT or configured (no circuits).
+    pub external_addrs: Vec<Multiaddr>,
+    /// Relays holding a reservation for this node.
+    pub reservations: Vec<PeerId>,
+    /// How this node is connected to each connected peer.
+    pub connections: Vec<(PeerId, reach::ConnectionKind)>,
+    /// Whether this node serves as a relay right now.
+    pub relay_serving: bool,
+    /// Seconds from the start to the first relay reservation accepted, if any.
+    pub first_reservation_secs: Option<f64>,
 }
 
 #[derive(Debug)]

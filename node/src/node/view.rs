@@ -74,6 +74,18 @@ impl NodeTask {
             blocked: self.core.blocked().map(|(p, _)| p.to_string()).collect(),
             averagings: self.averagings.iter().cloned().collect(),
             adoption: self.adoption.clone(),
+            reach: crate::status::ReachView {
+                reachability: net.reachability,
+                external_addrs: net.external_addrs.iter().map(|a| a.to_string()).collect(),
+                reservations: net.reservations.iter().map(|p| p.to_string()).collect(),
+                first_reservation_secs: net.first_reservation_secs,
+                relay_serving: net.relay_serving,
+                connections: net
+                    .connections
+                    .iter()
+                    .map(|(p, k)| (p.to_string(), *k))
+                    .collect(),
+            },
         };
         self.status.send_replace(status);
     }

@@ -8,4 +8,4 @@ pub mod events;
 pub mod views;
 
 pub use events::{EVENT_BUFFER, NodeEvent};
-pub use views::{AveragingEvent, ModelFetch, NodeStatus, PeerView, RECENT_AVERAGINGS};
+pub use views::{AveragingEvent, ModelFetch, NodeStatus, PeerView, RECENT_AVERAGINGS, ReachView};

@@ -75,6 +75,27 @@ pub struct NodeStatus {
     /// How this node joined: the adoption of the network's model, if it adopted one.
     #[serde(default)]
     pub adoption: Option<AveragingEvent>,
+    /// How this node is reached: reachability, relays, connection kinds.
+    #[serde(default)]
+    pub reach: ReachView,
+}
+
+/// How a node is reached across NATs (from the network's status).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct ReachView {
+    /// `public` (another peer dialled one of its addresses back), `private` (tested, none
+    /// reachable: reached through relays) or `unknown`.
+    pub reachability: crate::network::reach::Reachability,
+    /// External addresses confirmed by AutoNAT or configured (`network.external_addrs`).
+    pub external_addrs: Vec<String>,
+    /// Relays holding a reservation for this node (peer ids).
+    pub reservations: Vec<String>,
+    /// Seconds from the start to the first reservation accepted, if any.
+    pub first_reservation_secs: Option<f64>,
+    /// Whether this node serves as a relay now.
+    pub relay_serving: bool,
+    /// How it is connected to each connected peer: `direct`, `punched` or `relayed`.
+    pub connections: std::collections::BTreeMap<String, crate::network::reach::ConnectionKind>,
 }
 
 /// Averagings kept in [`NodeStatus::averagings`].

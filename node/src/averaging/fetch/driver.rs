@@ -36,10 +36,12 @@ pub fn read_manifest(
             return ManifestAnswer::Unexpected;
         }
         Err(e) => {
-            return failure(&e).map_or(ManifestAnswer::Stopped, |timeout| {
-                tracing::debug!("{e}");
-                ManifestAnswer::Failed { timeout }
-            });
+            tracing::debug!("{e}");
+            return match failure(&e) {
+                Failure::Stopped => ManifestAnswer::Stopped,
+                Failure::Lost => ManifestAnswer::Lost,
+                Failure::Failed { timeout } => ManifestAnswer::Failed { timeout },
+            };
         }
     };
     let manifest = match decode_manifest(&bytes, &id) {
@@ -111,20 +113,33 @@ pub fn read_chunks(
             );
             ChunksAnswer::Unexpected
         }
-        Err(e) => failure(&e).map_or(ChunksAnswer::Stopped, |timeout| {
+        Err(e) => {
             tracing::debug!("{e}");
-            ChunksAnswer::Failed { timeout }
-        }),
+            match failure(&e) {
+                Failure::Stopped => ChunksAnswer::Stopped,
+                Failure::Lost => ChunksAnswer::Lost,
+                Failure::Failed { timeout } => ChunksAnswer::Failed { timeout },
+            }
+        }
     }
 }
 
-/// A request error as the state takes it: `Some(timed out)`, or `None` if the network
-/// stopped.
-fn failure(e: &RequestError) -> Option<bool> {
+/// A request error as the state takes it.
+enum Failure {
+    /// The network stopped.
+    Stopped,
+    /// The connection closed under the request: no one's fault.
+    Lost,
+    /// The request failed (`timeout`: it got no answer in time).
+    Failed { timeout: bool },
+}
+
+fn failure(e: &RequestError) -> Failure {
     match e {
-        RequestError::Stopped => None,
-        RequestError::Timeout { .. } => Some(true),
-        RequestError::Failed { .. } => Some(false),
+        RequestError::Stopped => Failure::Stopped,
+        RequestError::Lost { .. } => Failure::Lost,
+        RequestError::Timeout { .. } => Failure::Failed { timeout: true },
+        RequestError::Failed { .. } => Failure::Failed { timeout: false },
     }
 }
 
@@ -407,6 +422,7 @@ mod tests {
             })),
             ManifestAnswer::Failed { timeout: false }
         );
+        assert_eq!(read(Err(RequestError::Lost { peer })), ManifestAnswer::Lost);
         assert_eq!(read(Err(RequestError::Stopped)), ManifestAnswer::Stopped);
         // Bytes of another manifest than the one asked for.
         let other = snapshot(65);

@@ -141,6 +141,8 @@ pub enum ManifestAnswer {
     Failed {
         timeout: bool,
     },
+    /// The connection closed under the request (a relay cut the circuit): not charged.
+    Lost,
     /// The network stopped.
     Stopped,
 }
@@ -167,6 +169,9 @@ pub enum ChunksAnswer {
     Failed {
         timeout: bool,
     },
+    /// The connection closed under the request: the chunks are asked of another holder,
+    /// and the peer is not charged.
+    Lost,
     Stopped,
 }
 
@@ -455,6 +460,7 @@ impl<P: Copy + Ord + std::fmt::Debug> Fetch<P> {
                 }));
             }
             ManifestAnswer::Failed { timeout } => self.tally.charge(peer, failure_charges(timeout)),
+            ManifestAnswer::Lost => {}
             ManifestAnswer::Stopped => {
                 let id = self.id;
                 self.end(Err(FetchError::NoManifest(id)));
@@ -540,10 +546,12 @@ impl<P: Copy + Ord + std::fmt::Debug> Fetch<P> {
                 self.end(Err(FetchError::NoHolder { id, missing }));
                 return;
             }
-            ChunksAnswer::Failed { timeout } => {
+            ChunksAnswer::Failed { .. } | ChunksAnswer::Lost => {
                 // Ask another usable holder for these chunks, or this one again if no other
-                // is left.
-                self.tally.charge(peer, failure_charges(timeout));
+                // is left. A lost connection is not charged.
+                if let ChunksAnswer::Failed { timeout } = answer {
+                    self.tally.charge(peer, failure_charges(timeout));
+                }
                 for chunk in &batch {
                     let elsewhere = self
                         .holders
@@ -947,6 +955,28 @@ mod tests {
             f.finish(Ok(())).0,
             Some(Err(FetchError::NoHolder { missing: 1, .. }))
         ));
+    }
+
+    /// A connection lost under a request (a relay cut the circuit) charges no one: the
+    /// chunks go to another holder, and the manifest is asked of the next one.
+    #[test]
+    fn lost_connections_are_not_charged_and_the_fetch_goes_on_elsewhere() {
+        let rates = Rates::new();
+        let mut f = chunks_fetch(&[1, 2], 1);
+        let (t1, p1, _) = sends(&mut f, MS, &rates)[0].clone();
+        f.chunks_answered(t1, ChunksAnswer::Lost, MS, &rates);
+        assert!(charges(&f).is_empty(), "{:?}", charges(&f));
+        let (t2, p2, _) = sends(&mut f, MS, &rates)[0].clone();
+        assert_ne!(p1, p2, "asked of the other holder");
+        f.chunks_answered(t2, stored(1), MS, &rates);
+        assert!(charges(&f).is_empty());
+
+        let mut f = fetch(&[1, 2]);
+        let (token, p1, _) = sends(&mut f, MS, &rates)[0].clone();
+        f.manifest_answered(token, ManifestAnswer::Lost, MS);
+        assert!(charges(&f).is_empty());
+        let (_, p2, _) = sends(&mut f, MS, &rates)[0].clone();
+        assert_ne!(p1, p2, "the next holder is asked for the manifest");
     }
 
     /// A failed request is charged and its chunks go to another holder; the holder is

@@ -243,3 +243,29 @@ pub fn parse_response(raw: &[u8]) -> HttpResponse {
         body: raw[end + 4..].to_vec(),
     }
 }
+
+/// Pulls model `id` (of `layout`) into `to` from `from` alone, as an averaging fetch does:
+/// every chunk verified, a 20 s deadline, 4 requests in flight.
+pub async fn pull(
+    to: &RunningNode,
+    from: libp2p::PeerId,
+    id: murmur_protocol::ManifestId,
+    layout: &murmur_protocol::Layout,
+) -> Result<murmur_node::averaging::fetch::Fetched, murmur_node::averaging::fetch::FetchError> {
+    use murmur_node::averaging::fetch::{self, ErrorBudgets, Rates};
+    fetch::fetch(
+        &to.client,
+        &to.store,
+        id,
+        &[from],
+        ErrorBudgets::new(3),
+        &Rates::default(),
+        FetchLimits {
+            per_peer_inflight: 4,
+            deadline: Duration::from_secs(20),
+        },
+        layout,
+    )
+    .await
+    .0
+}

@@ -6,7 +6,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use libp2p::pnet::PreSharedKey;
-use murmur_node::averaging::fetch::{self, ErrorBudgets, FetchLimits, Rates};
 use murmur_node::network::relay::RelayServer;
 use murmur_node::node::{NodeOptions, RunningNode};
 use murmur_protocol::ManifestId;
@@ -41,22 +40,7 @@ async fn pull_from(to: &RunningNode, from: &RunningNode) -> usize {
             continue;
         };
         let layout = manifest.validate().expect("a valid manifest");
-        match fetch::fetch(
-            &to.client,
-            &to.store,
-            id,
-            &[from.peer_id],
-            ErrorBudgets::new(3),
-            &Rates::default(),
-            FetchLimits {
-                per_peer_inflight: 4,
-                deadline: Duration::from_secs(20),
-            },
-            &layout,
-        )
-        .await
-        .0
-        {
+        match murmur_tests::pull(to, from.peer_id, id, &layout).await {
             Ok(got) => return got.chunks_fetched + got.chunks_reused,
             Err(e) => last = e.to_string(),
         }

@@ -45,22 +45,9 @@ async fn a_node_pulls_another_nodes_model_verified_chunk_by_chunk() {
         .0
         .validate()
         .expect("a valid manifest");
-    let fetched = fetch::fetch(
-        &b.client,
-        &b.store,
-        id,
-        &[a.peer_id],
-        ErrorBudgets::new(3),
-        &Rates::default(),
-        FetchLimits {
-            per_peer_inflight: 4,
-            deadline: Duration::from_secs(20),
-        },
-        &layout,
-    )
-    .await
-    .0
-    .unwrap_or_else(|e| panic!("fetch failed: {e}"));
+    let fetched = murmur_tests::pull(&b, a.peer_id, id, &layout)
+        .await
+        .unwrap_or_else(|e| panic!("fetch failed: {e}"));
     let original = match a.store.assemble(&id) {
         Ok(p) => p,
         // a moved on and evicted that model between the two reads: compare with a fresh one.

@@ -67,9 +67,13 @@ fn the_default_defences_hold_against_the_most_damaging_behaviours() {
             f(defended, "max_loss") <= (3.0 * f(honest, "max_loss")).max(0.5),
             "{behaviour}: {defended} vs {honest}"
         );
+        // A checkpoint is written every few seconds and lags the live model (in one run the
+        // all-honest peers' checkpoints were 4.2 points under their live models), so it is
+        // compared with the all-honest run's checkpoints; a poisoned one is far lower.
+        let honest_checkpoint = f(honest, "min_checkpoint_accuracy").min(f(honest, "min_accuracy"));
         assert!(
-            f(defended, "min_checkpoint_accuracy") >= f(honest, "min_accuracy") - 0.03,
-            "{behaviour}: a poisoned checkpoint: {defended}"
+            f(defended, "min_checkpoint_accuracy") >= honest_checkpoint - 0.03,
+            "{behaviour}: a poisoned checkpoint: {defended} vs {honest}"
         );
         assert_eq!(defended["stopped"], 0, "{defended}");
         assert!(f(defended, "pace") >= 0.7, "{behaviour}: {defended}");

@@ -7,6 +7,7 @@
 use super::state::{Action, Ask, ChunkOutcome, ChunksAnswer, Fetch, ManifestAnswer};
 use super::{ErrorBudgets, FetchError, FetchLimits, Fetched, Ledger, Rates, check_layout};
 use crate::averaging::budgets::Tally;
+use crate::network::reach::ConnectionKind;
 use crate::network::{Client, RequestError};
 use crate::store::ChunkStore;
 use bytes::Bytes;
@@ -143,9 +144,9 @@ fn failure(e: &RequestError) -> Failure {
     }
 }
 
-/// Fetches `id` from `holders` (in preference order) into `store` and returns the weights,
-/// with the ledger of what the fetch charged and forgave (starting from `budgets`, the
-/// core's table when the fetch began). `expected` is our own model's layout: a manifest of
+/// Fetches `id` from `holders` (in preference order; those reached only through a relay are
+/// asked last) into `store` and returns the weights, with the ledger of what the fetch
+/// charged and forgave (starting from `budgets`, the core's table when the fetch began). `expected` is our own model's layout: a manifest of
 /// any other layout is refused before a chunk is requested, and charged to the holder that
 /// served it.
 #[allow(clippy::too_many_arguments)]
@@ -159,6 +160,15 @@ pub async fn fetch(
     limits: FetchLimits,
     expected: &Layout,
 ) -> (Result<Fetched, FetchError>, Ledger) {
+    // Holders we reach only through a relay are asked last (see `Fetch::relayed`).
+    let relayed: Vec<PeerId> = client
+        .status()
+        .await
+        .connections
+        .into_iter()
+        .filter(|(_, kind)| *kind == ConnectionKind::Relayed)
+        .map(|(peer, _)| peer)
+        .collect();
     let origin = Instant::now();
     let mut state = Fetch::new(
         id,
@@ -166,7 +176,8 @@ pub async fn fetch(
         limits,
         Tally::new(budgets),
         origin.elapsed(),
-    );
+    )
+    .relayed(relayed);
     if let Some((manifest, _)) = store.manifest(&id) {
         // Validated when it was stored; whether it is a model like ours is checked here, and
         // nobody is charged for it.

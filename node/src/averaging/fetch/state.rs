@@ -215,6 +215,8 @@ pub struct Fetch<P> {
     /// Peers that answered `NotHeld` for a chunk or sent a bad copy: not asked for it again.
     refused: BTreeMap<ChunkId, BTreeSet<P>>,
     inflight: BTreeMap<P, usize>,
+    /// Holders reached only through a relay: asked only while no other holder may be.
+    relayed: BTreeSet<P>,
     /// Chunk requests in flight: token → (peer, chunks).
     requests: BTreeMap<u64, (P, Vec<ChunkId>)>,
     next_token: u64,
@@ -248,6 +250,7 @@ impl<P: Copy + Ord + std::fmt::Debug> Fetch<P> {
             queue: VecDeque::new(),
             refused: BTreeMap::new(),
             inflight: BTreeMap::new(),
+            relayed: BTreeSet::new(),
             requests: BTreeMap::new(),
             next_token: 0,
             busy: Busy::default(),
@@ -259,6 +262,21 @@ impl<P: Copy + Ord + std::fmt::Debug> Fetch<P> {
             },
             result: None,
         }
+    }
+
+    /// Of the holders, `peers` are reached only through a relay (their circuits cost the
+    /// relay's bandwidth and are slower): they are asked for the manifest after the others,
+    /// and for chunks only while no other holder may be asked (every other one is over its
+    /// error budget, backing off after `Busy`, or refused the chunk). A holder with a direct
+    /// connection, or none yet, counts as direct.
+    pub fn relayed(mut self, peers: impl IntoIterator<Item = P>) -> Self {
+        self.relayed = peers.into_iter().collect();
+        if let Stage::Manifest { ask, .. } = &mut self.stage {
+            let (direct, relayed): (Vec<P>, Vec<P>) =
+                ask.iter().copied().partition(|p| !self.relayed.contains(p));
+            *ask = direct.into_iter().chain(relayed).collect();
+        }
+        self
     }
 
     /// The manifest was held already (and is of our layout): go straight to its chunks.
@@ -400,6 +418,15 @@ impl<P: Copy + Ord + std::fmt::Debug> Fetch<P> {
                 !self.tally.exhausted(p) && self.backoff.ready(p, now) && !self.refused(&front, p)
             })
             .collect();
+        // Relayed holders only when no direct one may take the front chunk, even a busy one.
+        let usable: Vec<P> = if usable.iter().any(|p| !self.relayed.contains(p)) {
+            usable
+                .into_iter()
+                .filter(|p| !self.relayed.contains(p))
+                .collect()
+        } else {
+            usable
+        };
         // The holders that could take the front chunk now, busy with requests or not: a
         // slow holder is skipped only while a faster one of these is left.
         let candidates: Vec<(P, usize)> = usable
@@ -977,6 +1004,42 @@ mod tests {
         assert!(charges(&f).is_empty());
         let (_, p2, _) = sends(&mut f, MS, &rates)[0].clone();
         assert_ne!(p1, p2, "the next holder is asked for the manifest");
+    }
+
+    /// A holder reached only through a relay is asked for the manifest last and for chunks
+    /// only while no direct holder may be: not while the direct one is merely busy with our
+    /// requests, but once it refused the chunk or backs off after `Busy`.
+    #[test]
+    fn relayed_holders_are_asked_only_when_no_direct_one_may_be() {
+        let rates = Rates::new();
+        let (relayed, direct) = (1u32, 2u32);
+        let mut f = fetch(&[relayed, direct]).relayed([relayed]);
+        let asked: Vec<u32> = sends(&mut f, MS, &rates).iter().map(|s| s.1).collect();
+        assert_eq!(
+            asked,
+            vec![direct],
+            "the manifest is asked of the direct holder first"
+        );
+
+        // Eight chunks, two requests in flight per holder: only the direct one is asked,
+        // and once its slots are full the rest wait for it.
+        let mut f = fetch(&[relayed, direct]).relayed([relayed]);
+        f.manifest_held(100, 8, (0..8).map(chunk).collect());
+        let first = sends(&mut f, MS, &rates);
+        assert_eq!(first.len(), 2, "{first:?}");
+        assert!(first.iter().all(|(_, p, _)| *p == direct), "{first:?}");
+        // The direct holder answers `Busy`: while it backs off the relayed one is asked.
+        f.chunks_answered(first[0].0, ChunksAnswer::Busy, MS, &rates);
+        let next = sends(&mut f, MS, &rates);
+        assert!(
+            !next.is_empty() && next.iter().all(|(_, p, _)| *p == relayed),
+            "{next:?}"
+        );
+
+        // Without the relayed set both are asked, in preference order.
+        let mut f = chunks_fetch(&[relayed, direct], 8);
+        let peers: BTreeSet<u32> = sends(&mut f, MS, &rates).iter().map(|s| s.1).collect();
+        assert_eq!(peers, BTreeSet::from([relayed, direct]));
     }
 
     /// A failed request is charged and its chunks go to another holder; the holder is

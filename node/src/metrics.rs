@@ -199,6 +199,14 @@ pub struct CounterSnapshot {
     pub fetched_relayed_bytes: u64,
     #[serde(default)]
     pub fetched_direct_bytes: u64,
+    /// Requests of ours whose connection closed under them or could not be made (not
+    /// charged to the peer).
+    #[serde(default)]
+    pub requests_lost: u64,
+    /// Every byte written on direct connections: answers, gossip, and circuits relayed
+    /// for others (what `network.max_upload_mbps` caps).
+    #[serde(default)]
+    pub uploaded_bytes: u64,
 }
 
 impl Counters {
@@ -300,6 +308,8 @@ impl Counters {
             relay_refused: r(&traffic.relay_refused),
             fetched_relayed_bytes: r(&traffic.fetched_relayed),
             fetched_direct_bytes: r(&traffic.fetched_direct),
+            requests_lost: r(&traffic.requests_lost),
+            uploaded_bytes: r(&traffic.uploaded),
         }
     }
 }

@@ -269,3 +269,25 @@ pub async fn pull(
     .await
     .0
 }
+
+/// 256 Ki values (1 MiB in f32), cut into 16 KiB chunks: 64 chunks.
+pub fn model(seed: u32) -> murmur_protocol::Snapshot {
+    let values = (0..256 * 1024u32)
+        .map(|i| ((i.wrapping_mul(2_654_435_761) ^ seed) % 2001) as f32 / 1000.0 - 1.0)
+        .collect();
+    let params = murmur_protocol::FlatParams::from_named(vec![(
+        murmur_protocol::TensorSpec::f32("w", &[256 * 1024]),
+        values,
+    )])
+    .unwrap();
+    murmur_protocol::Snapshot::build(&params, 16 * 1024).unwrap()
+}
+
+/// Puts `snap` in `node`'s store, as if it had fetched it.
+pub fn hold(node: &RunningNode, snap: &murmur_protocol::Snapshot) {
+    node.store
+        .insert_manifest(snap.id, snap.manifest.clone(), snap.manifest_bytes.clone());
+    for c in &snap.chunks {
+        node.store.insert_chunk(c.id, c.data.clone()).unwrap();
+    }
+}

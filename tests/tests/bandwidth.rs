@@ -7,24 +7,14 @@
 use libp2p::PeerId;
 use murmur_node::averaging::fetch::{self, ErrorBudgets, FetchLimits, Fetched, Rates};
 use murmur_node::node::RunningNode;
-use murmur_protocol::{FlatParams, Snapshot, TensorSpec};
-use murmur_tests::{dial_addr, options, start, wait_for};
+use murmur_protocol::Snapshot;
+use murmur_tests::{dial_addr, hold, model, options, start, wait_for};
 use std::time::{Duration, Instant};
 
 const LIMITS: FetchLimits = FetchLimits {
     per_peer_inflight: 4,
     deadline: Duration::from_secs(30),
 };
-
-/// 256 Ki values (1 MiB in f32), cut into 16 KiB chunks: 64 chunks.
-fn model(seed: u32) -> Snapshot {
-    let values = (0..256 * 1024u32)
-        .map(|i| ((i.wrapping_mul(2_654_435_761) ^ seed) % 2001) as f32 / 1000.0 - 1.0)
-        .collect();
-    let params =
-        FlatParams::from_named(vec![(TensorSpec::f32("w", &[256 * 1024]), values)]).unwrap();
-    Snapshot::build(&params, 16 * 1024).unwrap()
-}
 
 /// Fetches `snap` from `holders` into `client`'s store, failing the test with `what`.
 async fn pull(
@@ -49,15 +39,6 @@ async fn pull(
     .await
     .0
     .unwrap_or_else(|e| panic!("{what}: {e}"))
-}
-
-/// Puts `snap` in `node`'s store, as if it had fetched it.
-fn hold(node: &RunningNode, snap: &Snapshot) {
-    node.store
-        .insert_manifest(snap.id, snap.manifest.clone(), snap.manifest_bytes.clone());
-    for c in &snap.chunks {
-        node.store.insert_chunk(c.id, c.data.clone()).unwrap();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

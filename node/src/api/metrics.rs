@@ -16,7 +16,7 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 pub fn encode(s: &NodeStatus) -> Result<String, std::fmt::Error> {
     let c = &s.counters;
     let mut r = Registry::with_prefix("murmur");
-    let counters: [(&str, &str, u64); 27] = [
+    let counters: [(&str, &str, u64); 29] = [
         (
             "rounds",
             "Training rounds completed, each announcing a model",
@@ -143,6 +143,16 @@ pub fn encode(s: &NodeStatus) -> Result<String, std::fmt::Error> {
             "fetched_direct_bytes",
             "Model bytes received over direct connections (hole-punched included)",
             c.fetched_direct_bytes,
+        ),
+        (
+            "requests_lost",
+            "Requests whose connection closed under them or could not be made (not charged)",
+            c.requests_lost,
+        ),
+        (
+            "uploaded_bytes",
+            "Bytes written on direct connections: answers, gossip, circuits relayed for others",
+            c.uploaded_bytes,
         ),
     ];
     for (name, help, value) in counters {

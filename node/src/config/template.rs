@@ -65,7 +65,8 @@ peer_requests_per_sec = {peer_requests_per_sec}
 # Megabits per second one peer may download from this peer; 0 = no per-peer limit.
 peer_upload_mbps = {peer_upload_mbps}
 # Megabits per second this peer uploads to all peers together, shared equally among the
-# active ones; 0 = unlimited. Caps what murmur takes of a home link's upstream.
+# active ones; every byte it sends counts, circuits it relays included; 0 = unlimited.
+# Caps what murmur takes of a home link's upstream.
 max_upload_mbps = {max_upload_mbps}
 # Private network: a pre-shared key of 64 hex digits (`murmur psk` makes one); "" = none.
 # Every peer of the network needs the same key. TCP only: no QUIC address with a key.

@@ -44,6 +44,12 @@ pub struct Traffic {
     /// Payload bytes of answers received over relayed connections, and over direct ones.
     pub fetched_relayed: AtomicU64,
     pub fetched_direct: AtomicU64,
+    /// Requests of ours whose connection closed under them or could not be made (a relay
+    /// cut the circuit, a peer not reachable yet): never charged to the peer.
+    pub requests_lost: AtomicU64,
+    /// Every byte written on direct connections (answers, gossip, circuits relayed for
+    /// others): what `max_upload_mbps` caps.
+    pub uploaded: AtomicU64,
 }
 
 /// Bytes reserved for a frame's body before any arrives (it grows as they do).

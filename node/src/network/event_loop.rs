@@ -8,16 +8,18 @@ mod nat;
 
 use super::behaviour::{self, Behaviour, BehaviourEvent};
 use super::limits::{Decision, MAX_SERVED_CHUNK_DATA, ServeState};
+use super::throttle::{self, UploadGate};
 use super::{Command, Event, NetStatus, NetworkConfig, RequestError, Traffic};
 use crate::store::ChunkStore;
 use futures::StreamExt;
+use futures::future::Either;
 use libp2p::core::{Transport, upgrade};
 use libp2p::gossipsub::{self, MessageAcceptance};
 use libp2p::multiaddr::Protocol;
 use libp2p::pnet::PnetConfig;
 use libp2p::request_response::{self, InboundRequestId, OutboundRequestId, ResponseChannel};
 use libp2p::swarm::SwarmEvent;
-use libp2p::{Multiaddr, PeerId, Swarm, identify, identity, mdns, noise, ping, tcp, yamux};
+use libp2p::{Multiaddr, PeerId, Swarm, identify, identity, mdns, noise, ping, quic, tcp, yamux};
 use murmur_protocol::codec::{decode_announce, encode_announce};
 use murmur_protocol::{ChunkId, ChunkReply, Request, Response};
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -94,6 +96,14 @@ impl EventLoop {
                 .map_err(Box::<dyn std::error::Error + Send + Sync>::from)
         };
         let idle = cfg.idle_timeout;
+        // `max_upload_mbps` holds back every byte written on a direct connection, relayed
+        // circuits included ([`super::throttle`]).
+        let gate = cfg
+            .serving
+            .max_upload_bytes_per_sec
+            .map(|rate| Arc::new(UploadGate::new(rate, std::time::Instant::now())));
+        let tcp_config = tcp::Config::default().nodelay(true);
+        let uploaded = traffic.clone();
         let mut swarm = match cfg.psk {
             // A private network: TCP only, each connection wrapped in pnet (XSalsa20 under
             // the key) before noise; without the key the multistream negotiation that follows
@@ -104,11 +114,14 @@ impl EventLoop {
                 .with_tokio()
                 .with_other_transport(|key| {
                     Ok::<_, Box<dyn std::error::Error + Send + Sync>>(
-                        tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
+                        tcp::tokio::Transport::new(tcp_config)
                             .and_then(move |socket, _| PnetConfig::new(psk).handshake(socket))
                             .upgrade(upgrade::Version::V1Lazy)
                             .authenticate(noise::Config::new(key)?)
-                            .multiplex(yamux::Config::default()),
+                            .multiplex(yamux::Config::default())
+                            .map(move |(peer, muxer), _| {
+                                (peer, throttle::wrap(muxer, gate.clone(), uploaded.clone()))
+                            }),
                     )
                 })?
                 .with_dns()
@@ -117,14 +130,27 @@ impl EventLoop {
                 .with_behaviour(build_behaviour)?
                 .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
                 .build(),
+            // TCP (noise, yamux) and QUIC, as `SwarmBuilder::with_tcp` and `with_quic` build
+            // them, each connection's muxer behind the upload gate.
             None => libp2p::SwarmBuilder::with_existing_identity(key)
                 .with_tokio()
-                .with_tcp(
-                    tcp::Config::default().nodelay(true),
-                    noise::Config::new,
-                    yamux::Config::default,
-                )?
-                .with_quic()
+                .with_other_transport(|key| {
+                    let tcp = tcp::tokio::Transport::new(tcp_config)
+                        .upgrade(upgrade::Version::V1Lazy)
+                        .authenticate(noise::Config::new(key)?)
+                        .multiplex(yamux::Config::default());
+                    let quic = quic::tokio::Transport::new(quic::Config::new(key));
+                    Ok::<_, Box<dyn std::error::Error + Send + Sync>>(tcp.or_transport(quic).map(
+                        move |either, _| match either {
+                            Either::Left((peer, muxer)) => {
+                                (peer, throttle::wrap(muxer, gate.clone(), uploaded.clone()))
+                            }
+                            Either::Right((peer, muxer)) => {
+                                (peer, throttle::wrap(muxer, gate.clone(), uploaded.clone()))
+                            }
+                        },
+                    ))
+                })?
                 .with_dns()
                 .map_err(|e| anyhow::anyhow!("reading the system's DNS configuration: {e}"))?
                 .with_relay_client(noise::Config::new, yamux::Config::default)?
@@ -562,6 +588,7 @@ impl EventLoop {
                         // before its relay reservation is up): nothing the peer did.
                         request_response::OutboundFailure::ConnectionClosed
                         | request_response::OutboundFailure::DialFailure => {
+                            self.traffic.requests_lost.fetch_add(1, Ordering::Relaxed);
                             RequestError::Lost { peer }
                         }
                         error => RequestError::Failed {

@@ -30,6 +30,7 @@ pub mod limits;
 pub mod link;
 pub mod reach;
 pub mod relay;
+pub mod throttle;
 
 pub use behaviour::{PENALTY_PER_CHARGE, announce_topic};
 pub use codec::Traffic;

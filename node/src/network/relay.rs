@@ -9,8 +9,9 @@ use std::time::Duration;
 /// When this node serves as a relay (`network.relay_server`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum RelayServer {
-    /// Serve once another peer has confirmed one of our addresses reachable (AutoNAT), or
-    /// one is configured in `network.external_addrs`; a node nobody can dial serves nothing.
+    /// Serve once another peer has confirmed one of our *public* addresses reachable
+    /// (AutoNAT; loopback and LAN addresses are ignored), or one is configured in
+    /// `network.external_addrs`; a node nobody can dial from the internet serves nothing.
     #[default]
     Auto,
     /// Serve from the start, whatever AutoNAT says.

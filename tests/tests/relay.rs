@@ -1,8 +1,9 @@
 //! Peers nobody can dial, on loopback: two nodes that listen on nothing reserve slots on a
 //! relay, are reached through its circuits, and pull each other's models over them (also
-//! under a pre-shared key); a relay at its reservation cap refuses the next one; a relay
-//! forwards no faster than its upload cap; a fetch whose circuit the relay cuts goes on
-//! with another holder and charges no one. (Hole punching needs NATs: the docker NAT
+//! under a pre-shared key); a relay at its reservation or circuit cap refuses the next one;
+//! a relay forwards no faster than its upload cap; a fetch whose circuit the relay cuts goes
+//! on with another holder and charges no one; a denied peer is refused through a relay; a
+//! flood of reservations is refused past the caps. (Hole punching needs NATs: the docker NAT
 //! testnet, `testnet/nat.sh`, covers it.)
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -181,6 +182,53 @@ async fn a_relay_at_its_reservation_cap_refuses_the_next_one() {
         "b keeps its slot"
     );
     for n in [relay, b, c] {
+        n.shutdown().await;
+    }
+}
+
+/// A relay at its per-peer circuit cap refuses the next circuit that peer asks for: with one
+/// circuit per peer, c reaches b through the relay, then cannot reach d, while its circuit to
+/// b stays up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_at_its_circuit_cap_refuses_the_next_one() {
+    let net = "relay-circuit-cap";
+    let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut opts = quiet(options(dirs[0].path(), net, 0, 4, vec![]));
+    opts.network.relay_server = RelayServer::On;
+    opts.network.relay_limits.max_circuits_per_peer = 1;
+    let relay = start(opts).await;
+    let sr = wait_for(&relay, "relay listening", Duration::from_secs(30), |s| {
+        !s.listen_addrs.is_empty()
+    })
+    .await;
+    let relay_addr = dial_addr(&sr);
+    let b = start(quiet(hidden(dirs[1].path(), net, 1, &relay_addr, None))).await;
+    let c = start(quiet(hidden(dirs[2].path(), net, 2, &relay_addr, None))).await;
+    let d = start(quiet(hidden(dirs[3].path(), net, 3, &relay_addr, None))).await;
+    let sb = reserved(&b, &sr).await;
+    let sd = reserved(&d, &sr).await;
+    connect_through(&c, &sb).await;
+    let refused_before = relay.snapshot().counters.relay_refused;
+    let _ = c.client.dial(circuit_addr(&sd)).await;
+    wait_for(
+        &relay,
+        "the relay refusing c a second circuit",
+        Duration::from_secs(30),
+        |s| s.counters.relay_refused > refused_before,
+    )
+    .await;
+    let s = c.snapshot();
+    assert!(
+        !s.reach.connections.contains_key(&sd.peer_id),
+        "{:?}",
+        s.reach.connections
+    );
+    assert!(
+        s.reach.connections.contains_key(&sb.peer_id),
+        "c keeps its circuit to b: {:?}",
+        s.reach.connections
+    );
+    for n in [relay, b, c, d] {
         n.shutdown().await;
     }
 }

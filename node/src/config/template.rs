@@ -43,8 +43,8 @@ relays = {relays}
 external_addrs = {external_addrs}
 # Serve as a circuit relay for peers behind NATs: auto (once reachable), on or off.
 relay_server = {relay_server}
-# The relay's caps: reservations (all, per peer), circuits (all, per peer as either end),
-# megabytes and seconds per circuit.
+# The relay's caps: reservations (all, per peer), circuits (all, per asking peer as either
+# end), megabytes and seconds per circuit.
 relay_max_reservations = {relay_max_reservations}
 relay_max_reservations_per_peer = {relay_max_reservations_per_peer}
 relay_max_circuits = {relay_max_circuits}

@@ -52,7 +52,9 @@ pub struct RelayLimits {
     pub max_reservations: usize,
     pub max_reservations_per_peer: usize,
     pub max_circuits: usize,
-    /// Circuits one peer may be an end of (as source or destination).
+    /// Circuits one peer may be an end of (as source or destination) and still ask for
+    /// another; libp2p checks the asking peer only, so a peer others dial may be the
+    /// destination of more (up to `max_circuits`).
     pub max_circuits_per_peer: usize,
     /// Bytes one circuit may carry, both directions; then the relay closes it and the peers
     /// open another.
@@ -81,10 +83,10 @@ impl RelayLimits {
     pub fn server_config(&self) -> libp2p::relay::Config {
         let mut cfg = libp2p::relay::Config {
             max_reservations: self.max_reservations,
-            max_reservations_per_peer: self.max_reservations_per_peer,
+            max_reservations_per_peer: per_peer(self.max_reservations_per_peer),
             reservation_rate_limiters: Vec::new(),
             max_circuits: self.max_circuits,
-            max_circuits_per_peer: self.max_circuits_per_peer,
+            max_circuits_per_peer: per_peer(self.max_circuits_per_peer),
             max_circuit_duration: self.max_circuit_duration,
             max_circuit_bytes: self.max_circuit_bytes,
             circuit_src_rate_limiters: Vec::new(),
@@ -100,6 +102,13 @@ impl RelayLimits {
         }
         cfg
     }
+}
+
+/// libp2p's relay refuses a peer only once its count is *over* a per-peer setting (`count >
+/// max`), so it admits one more than the setting: it is given ours minus one, and a peer gets
+/// at most what our setting says.
+fn per_peer(max: usize) -> usize {
+    max.saturating_sub(1)
 }
 
 #[cfg(test)]
@@ -118,9 +127,10 @@ mod tests {
         };
         let cfg = limits.server_config();
         assert_eq!(cfg.max_reservations, 3);
-        assert_eq!(cfg.max_reservations_per_peer, 1);
+        // libp2p admits one past its per-peer settings: they are ours minus one.
+        assert_eq!(cfg.max_reservations_per_peer, 0);
         assert_eq!(cfg.max_circuits, 5);
-        assert_eq!(cfg.max_circuits_per_peer, 2);
+        assert_eq!(cfg.max_circuits_per_peer, 1);
         assert_eq!(cfg.max_circuit_bytes, 1234);
         assert_eq!(cfg.max_circuit_duration, Duration::from_secs(7));
         assert_eq!(cfg.reservation_rate_limiters.len(), 2);

@@ -56,17 +56,30 @@ async fn pull_from(to: &RunningNode, from: &RunningNode) -> usize {
     panic!("no model pulled over the circuit: {last}");
 }
 
-async fn relay_node(
+/// Options for a relay (shard 0) with `max_reservations` and an optional key.
+fn relay_opts(
     dir: &std::path::Path,
     net: &str,
     max_reservations: usize,
     psk: Option<PreSharedKey>,
-) -> RunningNode {
+) -> NodeOptions {
     let mut opts = options(dir, net, 0, 3, vec![]);
-    opts.network.relay_server = RelayServer::On;
     opts.network.relay_limits.max_reservations = max_reservations;
     opts.network.psk = psk;
-    start(opts).await
+    opts
+}
+
+/// Starts `opts` as a relay (`relay_server = "on"`) and waits until it listens: the node,
+/// its status and its address.
+async fn relay_node(mut opts: NodeOptions) -> (RunningNode, NodeStatus, libp2p::Multiaddr) {
+    opts.network.relay_server = RelayServer::On;
+    let relay = start(opts).await;
+    let sr = wait_for(&relay, "relay listening", Duration::from_secs(30), |s| {
+        !s.listen_addrs.is_empty()
+    })
+    .await;
+    let addr = dial_addr(&sr);
+    (relay, sr, addr)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -83,13 +96,8 @@ async fn relay_circuits_work_in_a_private_network() {
 
 async fn circuits(net: &str, psk: Option<PreSharedKey>) {
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let relay = relay_node(dirs[0].path(), net, 64, psk).await;
-    let sr = wait_for(&relay, "relay listening", Duration::from_secs(30), |s| {
-        !s.listen_addrs.is_empty()
-    })
-    .await;
+    let (relay, sr, relay_addr) = relay_node(relay_opts(dirs[0].path(), net, 64, psk)).await;
     assert!(sr.reach.relay_serving, "relay_server = on serves at once");
-    let relay_addr = dial_addr(&sr);
     let b = start(hidden(dirs[1].path(), net, 1, &relay_addr, psk)).await;
     let c = start(hidden(dirs[2].path(), net, 2, &relay_addr, psk)).await;
 
@@ -156,12 +164,7 @@ async fn circuits(net: &str, psk: Option<PreSharedKey>) {
 async fn a_relay_at_its_reservation_cap_refuses_the_next_one() {
     let net = "relay-cap";
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let relay = relay_node(dirs[0].path(), net, 1, None).await;
-    let sr = wait_for(&relay, "relay listening", Duration::from_secs(30), |s| {
-        !s.listen_addrs.is_empty()
-    })
-    .await;
-    let relay_addr = dial_addr(&sr);
+    let (relay, _, relay_addr) = relay_node(relay_opts(dirs[0].path(), net, 1, None)).await;
     let b = start(hidden(dirs[1].path(), net, 1, &relay_addr, None)).await;
     wait_for(&b, "b's reservation", Duration::from_secs(30), |s| {
         !s.reach.reservations.is_empty()
@@ -194,14 +197,8 @@ async fn a_relay_at_its_circuit_cap_refuses_the_next_one() {
     let net = "relay-circuit-cap";
     let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
     let mut opts = quiet(options(dirs[0].path(), net, 0, 4, vec![]));
-    opts.network.relay_server = RelayServer::On;
     opts.network.relay_limits.max_circuits_per_peer = 1;
-    let relay = start(opts).await;
-    let sr = wait_for(&relay, "relay listening", Duration::from_secs(30), |s| {
-        !s.listen_addrs.is_empty()
-    })
-    .await;
-    let relay_addr = dial_addr(&sr);
+    let (relay, sr, relay_addr) = relay_node(opts).await;
     let b = start(quiet(hidden(dirs[1].path(), net, 1, &relay_addr, None))).await;
     let c = start(quiet(hidden(dirs[2].path(), net, 2, &relay_addr, None))).await;
     let d = start(quiet(hidden(dirs[3].path(), net, 3, &relay_addr, None))).await;
@@ -286,14 +283,8 @@ async fn a_relay_forwards_no_faster_than_its_upload_cap() {
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let rate = 1_000_000.0; // 8 Mbit/s
     let mut opts = quiet(options(dirs[0].path(), net, 0, 3, vec![]));
-    opts.network.relay_server = RelayServer::On;
     opts.network.serving.max_upload_bytes_per_sec = Some(rate);
-    let relay = start(opts).await;
-    let sr = wait_for(&relay, "relay listening", Duration::from_secs(30), |s| {
-        !s.listen_addrs.is_empty()
-    })
-    .await;
-    let relay_addr = dial_addr(&sr);
+    let (relay, sr, relay_addr) = relay_node(opts).await;
     let b = start(quiet(hidden(dirs[1].path(), net, 1, &relay_addr, None))).await;
     let c = start(quiet(hidden(dirs[2].path(), net, 2, &relay_addr, None))).await;
     let sc = reserved(&c, &sr).await;
@@ -354,16 +345,10 @@ async fn a_fetch_whose_circuit_is_cut_goes_on_with_another_holder() {
     let mut relays = Vec::new();
     for (i, cap) in [(0, 256 << 10), (1, 256 << 20)] {
         let mut opts = quiet(options(dirs[i].path(), net, i, 5, vec![]));
-        opts.network.relay_server = RelayServer::On;
         opts.network.relay_limits.max_circuit_bytes = cap;
-        let node = start(opts).await;
-        let s = wait_for(&node, "relay listening", Duration::from_secs(30), |s| {
-            !s.listen_addrs.is_empty()
-        })
-        .await;
-        relays.push((node, s));
+        relays.push(relay_node(opts).await);
     }
-    let (r1, r2) = (dial_addr(&relays[0].1), dial_addr(&relays[1].1));
+    let (r1, r2) = (relays[0].2.clone(), relays[1].2.clone());
     let h1 = start(quiet(hidden(dirs[2].path(), net, 2, &r1, None))).await;
     let h2 = start(quiet(hidden(dirs[3].path(), net, 3, &r2, None))).await;
     let mut opts = quiet(hidden(dirs[4].path(), net, 4, &r1, None));
@@ -415,7 +400,7 @@ async fn a_fetch_whose_circuit_is_cut_goes_on_with_another_holder() {
     for n in [h1, h2, a] {
         n.shutdown().await;
     }
-    for (n, _) in relays {
+    for (n, _, _) in relays {
         n.shutdown().await;
     }
 }
@@ -431,12 +416,7 @@ async fn a_denied_peer_is_refused_through_a_relay_too() {
         .unwrap()
         .public()
         .to_peer_id();
-    let relay = relay_node(dirs[0].path(), net, 64, None).await;
-    let sr = wait_for(&relay, "relay listening", Duration::from_secs(30), |s| {
-        !s.listen_addrs.is_empty()
-    })
-    .await;
-    let relay_addr = dial_addr(&sr);
+    let (relay, sr, relay_addr) = relay_node(relay_opts(dirs[0].path(), net, 64, None)).await;
     let mut opts = quiet(hidden(dirs[1].path(), net, 1, &relay_addr, None));
     opts.network.access = murmur_node::network::access::Access::new([], [denied_id]);
     let host = start(opts).await;
@@ -492,12 +472,7 @@ async fn a_flood_of_reservations_from_many_identities_is_refused_past_the_caps()
     const CAP: usize = 8;
     let net = "relay-flood";
     let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
-    let relay = relay_node(dirs[0].path(), net, CAP, None).await;
-    let sr = wait_for(&relay, "relay listening", Duration::from_secs(30), |s| {
-        !s.listen_addrs.is_empty()
-    })
-    .await;
-    let relay_addr = dial_addr(&sr);
+    let (relay, _, relay_addr) = relay_node(relay_opts(dirs[0].path(), net, CAP, None)).await;
     let honest = start(options(dirs[1].path(), net, 1, 2, vec![relay_addr.clone()])).await;
     wait_for(
         &honest,

@@ -27,8 +27,9 @@ use std::time::{Duration, Instant};
 /// The gate's bucket holds this many seconds of the rate...
 pub const GATE_BURST_SECS: f64 = 0.25;
 
-/// ...and at least this many bytes (a few yamux frames: a write is at most one frame, and
-/// may take the bucket into debt, paid for by the wait of the next one).
+/// ...and at least this many bytes (four yamux frames of 16 KiB). A write that starts may
+/// take the bucket into debt (a yamux write is at most one frame; a QUIC write takes what
+/// the stream's send buffer holds), paid for by the waits of the writes after it.
 pub const MIN_GATE_BURST: f64 = 64.0 * 1024.0;
 
 /// Shortest wait for a write the gate holds back (the timer's resolution).

@@ -299,6 +299,7 @@ wait_until 30 "fetches over direct connections" more_direct
 # Kill the relay: averaging goes on, and boot holds the reservations.
 merges_before=(); for p in "${NATED[@]}"; do merges_before+=("$(st "$p" .counters.merges)"); done
 docker kill "murmur-nat-relay" >/dev/null
+KILLED=$(date +%s)
 BOOT_ID=$(id_of boot)
 on_boot_and_merging() {
   local i=0
@@ -308,8 +309,9 @@ on_boot_and_merging() {
     i=$((i + 1))
   done
 }
-wait_until 90 "after the relay died: every NATed peer reserved on boot and merging" on_boot_and_merging
-say "relay killed: every NATed peer holds a reservation on boot and merged 3+ times since"
+# 4-7 s in two CI runs, 80 s in a third (not investigated yet): the deadline leaves room.
+wait_until 180 "after the relay died: every NATed peer reserved on boot and merging" on_boot_and_merging
+say "relay killed: every NATed peer holds a reservation on boot and merged 3+ times since, after $(( $(date +%s) - KILLED )) s"
 ncompose down -v --remove-orphans >/dev/null 2>&1
 
 # 3. Symmetric NAT: no punching, averaging through the relays.
